@@ -1,0 +1,26 @@
+"""Verify attestation evidence: parse, collateral, dcap-qvl verification, policy."""
+
+from ppml_kernel.attestation.anchors import TrustAnchor, intel_root, simulated_root
+from ppml_kernel.attestation.collateral import Collateral, CollateralClient, CollateralError
+from ppml_kernel.attestation.policy import Check, Policy, PolicyError
+from ppml_kernel.attestation.quote import QuoteInfo, QuoteParseError, load_quote_bytes, parse_quote
+from ppml_kernel.attestation.result import VerificationResult
+from ppml_kernel.attestation.verifier import Verifier
+
+__all__ = [
+    "Check",
+    "Collateral",
+    "CollateralClient",
+    "CollateralError",
+    "Policy",
+    "PolicyError",
+    "QuoteInfo",
+    "QuoteParseError",
+    "TrustAnchor",
+    "VerificationResult",
+    "Verifier",
+    "intel_root",
+    "load_quote_bytes",
+    "parse_quote",
+    "simulated_root",
+]

@@ -1,0 +1,47 @@
+"""``ppml-kernel lab``: install the simulated kernel here and start JupyterLab on 127.0.0.1."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from ppml_kernel.cli import fail
+from ppml_kernel.kernel.kernelspec import DEFAULT_NAME, install, kernelspec_dict
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "lab",
+        help="start JupyterLab with the PPML kernel (simulated enclave)",
+        description="Install the PPML kernelspec into this environment and start JupyterLab "
+        "on 127.0.0.1 with the notebooks open.",
+    )
+    p.add_argument("--tee", default="simulated", help="TEE kind for the kernelspec [simulated]")
+    p.add_argument("--port", type=int, default=8888, help="port on 127.0.0.1 [8888]")
+    p.add_argument("--notebooks", metavar="DIR", help="directory to open [./notebooks if present]")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if shutil.which("jupyter-lab", path=str(Path(sys.executable).parent)) is None:
+        return fail("JupyterLab is not installed here: pip install 'ppml-kernel[lab]'")
+    path = install(kernelspec_dict(args.tee), DEFAULT_NAME, prefix=sys.prefix)
+    print(f"Kernelspec {DEFAULT_NAME!r} installed in {path}")
+    root = Path(args.notebooks or ("notebooks" if Path("notebooks").is_dir() else ".")).resolve()
+    argv = [
+        str(Path(sys.executable).parent / "jupyter-lab"),
+        "--ip=127.0.0.1",
+        f"--port={args.port}",
+        f"--ServerApp.root_dir={root}",
+        f"--MappingKernelManager.default_kernel_name={DEFAULT_NAME}",
+    ]
+    if args.no_browser:
+        argv.append("--no-browser")
+    print("Starting JupyterLab on 127.0.0.1 (simulated enclave, local Spark). Ctrl-C stops it.")
+    sys.stdout.flush()
+    os.execv(argv[0], argv)
+    return 0  # not reached

@@ -1,0 +1,1 @@
+"""The Jupyter surface: the kernel class and its kernelspec."""

@@ -1,0 +1,18 @@
+"""The ``%ppml`` line and cell magic and its subcommands.
+
+Feature modules each expose ``SUBCOMMANDS``; they are imported on the first
+``%ppml`` call, not at kernel start.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+SUBCOMMAND_MODULES: tuple[str, ...] = ("ppml_kernel.magics.attest",)
+
+
+def load_ipython_extension(shell: Any) -> None:
+    """Register ``%ppml`` (also usable as ``%load_ext ppml_kernel.magics`` in stock IPython)."""
+    from ppml_kernel.magics.ppml import PPMLMagics
+
+    shell.register_magics(PPMLMagics)

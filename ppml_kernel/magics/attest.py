@@ -1,0 +1,124 @@
+"""``%ppml status`` and ``%ppml attest``: what TEE this kernel runs in, and its evidence."""
+
+from __future__ import annotations
+
+import argparse
+from html import escape
+
+from ppml_kernel.magics.registry import MagicContext, MagicError, Subcommand
+
+
+class StatusReport:
+    """TEE kind, backend facts and the verdict of a fresh self-quote."""
+
+    def __init__(self, facts: dict[str, object], check: object, nonce_hex: str) -> None:
+        self.facts = facts
+        self.check = check
+        self.nonce_hex = nonce_hex
+
+    def _rows(self) -> list[tuple[str, str]]:
+        c = self.check
+        rows = [(k, str(v)) for k, v in self.facts.items()]
+        rows += [
+            ("self-check nonce", self.nonce_hex),
+            ("quote size", f"{len(c.quote)} bytes"),
+            ("quote + verify time", f"{c.quote_ms:.1f} ms + {c.verify_ms:.1f} ms"),
+        ]
+        return rows
+
+    def __repr__(self) -> str:
+        lines = [f"{k:<22} {v}" for k, v in self._rows()]
+        return "\n".join([*lines, "", str(self.check.result)])
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><th style='text-align:left;padding:2px 8px'>{escape(k)}</th>"
+            f"<td style='font-family:monospace'>{escape(v)}</td></tr>"
+            for k, v in self._rows()
+        )
+        return (
+            "<div class='ppml-status'><h4 style='margin:4px 0'>PPML kernel status</h4>"
+            f"<table>{rows}</table>{self.check.result._repr_html_()}</div>"
+        )
+
+
+def _parse_nonce(text: str | None) -> bytes | None:
+    if text is None:
+        return None
+    try:
+        nonce = bytes.fromhex(text.removeprefix("0x"))
+    except ValueError:
+        raise MagicError(f"--nonce must be hex, got {text!r}") from None
+    if not 1 <= len(nonce) <= 64:
+        raise MagicError(f"--nonce must be 1..64 bytes, got {len(nonce)}")
+    return nonce
+
+
+def _self_check(ctx: MagicContext, nonce: bytes | None, policy_path: str | None):
+    from ppml_kernel.attestation import Policy, PolicyError
+    from ppml_kernel.attestation.selfcheck import self_check
+    from ppml_kernel.tee import AttesterError
+
+    try:
+        attester = ctx.attester()
+        policy = Policy.load(policy_path) if policy_path else None
+        return attester, self_check(attester, nonce=nonce, policy=policy)
+    except (AttesterError, PolicyError, ValueError) as exc:
+        raise MagicError(str(exc)) from None
+
+
+def _status(ctx: MagicContext, args: argparse.Namespace) -> StatusReport:
+    from ppml_kernel import PROTOCOL_VERSION, __version__
+
+    attester, check = _self_check(ctx, None, args.policy)
+    facts: dict[str, object] = {
+        "TEE kind": attester.kind
+        + (" (SIMULATED: not confidential)" if attester.simulated else ""),
+        "ppml-kernel": __version__,
+        "protocol": PROTOCOL_VERSION,
+    }
+    for key, value in attester.describe().items():
+        if key not in ("kind", "simulated"):
+            facts[key] = value
+    return StatusReport(facts, check, check.nonce.hex())
+
+
+def _attest(ctx: MagicContext, args: argparse.Namespace):
+    _, check = _self_check(ctx, _parse_nonce(args.nonce), args.policy)
+    if args.save:
+        from pathlib import Path
+
+        Path(args.save).write_bytes(check.quote)
+        if check.collateral:
+            Path(args.save + ".collateral.json").write_text(check.collateral)
+    return check.result
+
+
+def _status_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--policy", metavar="FILE", help="policy JSON file (default: $PPML_POLICY)")
+
+
+def _attest_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--nonce", metavar="HEX", help="nonce to bind (default: 32 random bytes)")
+    parser.add_argument("--policy", metavar="FILE", help="policy JSON file (default: $PPML_POLICY)")
+    parser.add_argument(
+        "--save",
+        metavar="FILE",
+        help="also write the quote (and FILE.collateral.json) for checking elsewhere",
+    )
+
+
+SUBCOMMANDS = [
+    Subcommand(
+        "status",
+        "Which TEE this kernel runs in, its measurements, and the verdict of a fresh self-quote.",
+        _status_args,
+        _status,
+    ),
+    Subcommand(
+        "attest",
+        "Make a quote now (bound to a nonce) and verify it; shows the full report.",
+        _attest_args,
+        _attest,
+    ),
+]

@@ -1,0 +1,154 @@
+"""The ``%ppml`` dispatcher: find the subcommand, parse its arguments, show the result.
+
+Users see one clear line for bad input (unknown subcommand, bad arguments, a
+failing subcommand's :class:`MagicError`), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from html import escape
+from importlib import import_module
+from typing import Any, NoReturn
+
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.display import display
+
+from ppml_kernel.magics import SUBCOMMAND_MODULES
+from ppml_kernel.magics.registry import MagicContext, MagicError, Subcommand
+
+
+class _HelpShown(Exception):
+    """argparse printed help (``-h``); nothing else to do."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting the kernel."""
+
+    def error(self, message: str) -> NoReturn:
+        raise MagicError(f"{self.prog}: {message}\nusage: {self.format_usage().strip()[7:]}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            raise MagicError(message.strip())
+        raise _HelpShown
+
+
+def all_subcommands() -> dict[str, Subcommand]:
+    """Every registered subcommand by name, plus the built-in ``help``."""
+    table: dict[str, Subcommand] = {}
+    for module_name in SUBCOMMAND_MODULES:
+        for sub in import_module(module_name).SUBCOMMANDS:
+            table[sub.name] = sub
+    table["help"] = Subcommand("help", "Show this table of subcommands.", lambda p: None, _help)
+    return table
+
+
+def build_parser(sub: Subcommand) -> _Parser:
+    prefix = "%%ppml" if sub.cell else "%ppml"
+    parser = _Parser(prog=f"{prefix} {sub.name}", description=sub.summary, add_help=True)
+    sub.configure(parser)
+    return parser
+
+
+def _split(line: str) -> list[str]:
+    try:
+        return shlex.split(line)
+    except ValueError as exc:
+        raise MagicError(f"cannot parse the arguments: {exc}") from None
+
+
+def resolve(words: list[str], table: dict[str, Subcommand]) -> tuple[Subcommand, list[str]]:
+    """The longest subcommand name matching the first words, and the remaining words."""
+    for n in range(min(len(words), 3), 0, -1):
+        name = " ".join(words[:n])
+        if name in table:
+            return table[name], words[n:]
+    known = ", ".join(sorted(table))
+    raise MagicError(f"unknown subcommand {' '.join(words[:1])!r}. Known: {known}. Try %ppml help")
+
+
+def run(line: str, cell: str | None, shell: Any, kernel: Any = None) -> object:
+    """Run ``%ppml line`` (or ``%%ppml line`` with ``cell``); returns what to display."""
+    words = _split(line)
+    if not words:
+        words = ["help"]
+    table = all_subcommands()
+    sub, rest = resolve(words, table)
+    if cell is not None and not sub.cell:
+        raise MagicError(f"%%ppml {sub.name} is not a cell magic; use %ppml {sub.name}")
+    if cell is None and sub.cell:
+        raise MagicError(
+            f"{sub.name} needs a cell body: use %%ppml {sub.name} on a cell's first line"
+        )
+    parser = build_parser(sub)
+    try:
+        args = parser.parse_args(rest)
+    except _HelpShown:
+        return None
+    return sub.run(MagicContext(shell=shell, kernel=kernel, cell=cell), args)
+
+
+@magics_class
+class PPMLMagics(Magics):
+    """``%ppml SUBCOMMAND ...`` and ``%%ppml SUBCOMMAND ...``."""
+
+    @line_cell_magic
+    def ppml(self, line: str, cell: str | None = None) -> None:
+        kernel = getattr(self.shell, "kernel", None)
+        try:
+            result = run(line, cell, self.shell, kernel)
+        except MagicError as exc:
+            _show_error(str(exc))
+            return
+        except KeyboardInterrupt:
+            _show_error("interrupted")
+            return
+        if result is not None:
+            display(result)
+
+
+def _show_error(message: str) -> None:
+    """One readable error: red HTML in notebooks, plain text elsewhere."""
+    html = (
+        '<pre class="ppml-error" style="color:#b71c1c;white-space:pre-wrap">'
+        f"ppml: {escape(message)}</pre>"
+    )
+    display({"text/html": html, "text/plain": f"ppml: {message}"}, raw=True)
+
+
+class HelpTable:
+    """Every subcommand with its usage, as HTML in notebooks and as text elsewhere."""
+
+    def __init__(self, table: dict[str, Subcommand]) -> None:
+        self.rows = [
+            (("%%ppml " if s.cell else "%ppml ") + s.name, s.summary, _usage(s))
+            for s in sorted(table.values(), key=lambda s: s.name)
+        ]
+
+    def __repr__(self) -> str:
+        width = max(len(r[0]) for r in self.rows)
+        lines = ["%ppml subcommands (add -h to any for details):"]
+        lines += [f"  {cmd:<{width}}  {summary}" for cmd, summary, _ in self.rows]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><td><code>{escape(cmd)}</code></td><td>{escape(summary)}</td>"
+            f"<td><code>{escape(usage)}</code></td></tr>"
+            for cmd, summary, usage in self.rows
+        )
+        return (
+            '<table class="ppml-help"><thead><tr><th>command</th><th>what it does</th>'
+            f"<th>usage</th></tr></thead><tbody>{rows}</tbody></table>"
+            "<p>Add <code>-h</code> to any subcommand for its options.</p>"
+        )
+
+
+def _usage(sub: Subcommand) -> str:
+    return build_parser(sub).format_usage().strip().removeprefix("usage: ")
+
+
+def _help(ctx: MagicContext, args: argparse.Namespace) -> HelpTable:
+    return HelpTable(all_subcommands())
