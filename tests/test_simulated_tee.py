@@ -361,6 +361,19 @@ def test_load_refuses_missing_or_unsafe_pki(tmp_path: Path) -> None:
         SimulatedPKI.load(pki.directory)
 
 
+def test_damaged_pck_leaf_is_reissued(tmp_path: Path) -> None:
+    pki = SimulatedPKI.create(tmp_path / "pki")
+    path = pki.directory / "pck" / "UpToDate.pem"
+    pki.pck_leaf("UpToDate")
+    path.write_bytes(b"garbage")
+    fresh = SimulatedPKI.load(pki.directory)
+    raw = _quote(fresh)
+    collateral = dcap_qvl.QuoteCollateralV3.from_json(collateral_json(fresh))
+    assert _verify(raw, collateral, fresh).status == "UpToDate"
+    assert b"BEGIN CERTIFICATE" in path.read_bytes() and _mode(path) == 0o600
+    assert "PRIVATE" not in repr(fresh.pck_leaf("UpToDate"))
+
+
 def test_reset_refuses_a_directory_with_foreign_files(tmp_path: Path) -> None:
     directory = tmp_path / "not-a-pki"
     directory.mkdir()

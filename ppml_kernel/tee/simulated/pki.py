@@ -23,7 +23,7 @@ import os
 import secrets
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
@@ -282,7 +282,7 @@ class PckLeaf:
     tcb_status: str
     certificate: x509.Certificate
     pem: bytes
-    _key: ec.EllipticCurvePrivateKey
+    _key: ec.EllipticCurvePrivateKey = field(repr=False)
 
     def sign(self, data: bytes) -> bytes:
         """Raw ``r || s`` signature by this PCK key (the QE report signature)."""
