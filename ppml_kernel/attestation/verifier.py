@@ -163,9 +163,19 @@ class Verifier:
         if isinstance(given, str):
             return Collateral.from_json(given)
         if anchor.simulated:
-            raise CollateralError("a simulated quote needs the collateral its attester supplies")
+            return self._simulated_collateral(now)
         client = self._collateral_client or CollateralClient()
         return client.for_quote(raw, at=now)
+
+    def _simulated_collateral(self, now: int) -> Collateral:
+        """Collateral signed by the local simulated PKI (public data, made on demand)."""
+        from ppml_kernel.tee.simulated import SimulatedPKI, SimulatedPKIError, build_collateral
+
+        try:
+            pki = SimulatedPKI.load(self._simulated_pki_dir)
+        except SimulatedPKIError as exc:
+            raise CollateralError(f"no collateral for the simulated quote: {exc}") from None
+        return Collateral(build_collateral(pki, now))
 
     @staticmethod
     def _failed(

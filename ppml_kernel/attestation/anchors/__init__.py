@@ -37,15 +37,19 @@ def intel_root() -> TrustAnchor:
 
 
 def simulated_root(pki_dir: str | None = None) -> TrustAnchor | None:
-    """This installation's simulated root, if one was made (never created here)."""
-    from pathlib import Path
+    """This installation's simulated root, if one was made (never created here).
 
-    from ppml_kernel.tee.simulated.pki import SimulatedPKI, default_pki_dir
+    Only the public root certificate is read: verifying needs no private key.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
 
-    directory = Path(pki_dir) if pki_dir else default_pki_dir()
-    if not SimulatedPKI.exists(directory):
+    from ppml_kernel.tee.simulated.paths import root_certificate_path
+
+    path = root_certificate_path(pki_dir)
+    try:
+        der = x509.load_pem_x509_certificate(path.read_bytes()).public_bytes(Encoding.DER)
+    except (OSError, ValueError):
         return None
-    pki = SimulatedPKI.load(directory)
-    return TrustAnchor(
-        f"SIMULATED root {pki.root_fingerprint[:16]} ({directory})", pki.root_der, True
-    )
+    name = f"SIMULATED root {hashlib.sha256(der).hexdigest()[:16]} ({path.parent})"
+    return TrustAnchor(name, der, simulated=True)

@@ -29,3 +29,11 @@ def resolve_pki_dir(directory: str | os.PathLike[str] | None = None) -> Path:
     if directory is None:
         return default_pki_dir()
     return Path(directory).expanduser().absolute()
+
+
+ROOT_CERT_FILE = "root-ca.pem"
+
+
+def root_certificate_path(directory: str | os.PathLike[str] | None = None) -> Path:
+    """Where the simulated root certificate (public, no key) is stored."""
+    return resolve_pki_dir(directory) / ROOT_CERT_FILE

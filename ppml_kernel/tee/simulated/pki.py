@@ -37,6 +37,7 @@ from ppml_kernel.tee.base import AttesterError
 from ppml_kernel.tee.simulated import tcb
 from ppml_kernel.tee.simulated.extension import SGX_EXTENSION_OID, sgx_extension_value
 from ppml_kernel.tee.simulated.paths import ENV_PKI_DIR as ENV_PKI_DIR  # re-exported
+from ppml_kernel.tee.simulated.paths import ROOT_CERT_FILE
 from ppml_kernel.tee.simulated.paths import default_pki_dir as default_pki_dir  # re-exported
 from ppml_kernel.tee.simulated.paths import resolve_pki_dir as _resolve
 
@@ -54,7 +55,7 @@ CLOCK_SKEW = dt.timedelta(days=1)
 
 _META = "pki.json"
 _README = "README.txt"
-_ROOT_KEY, _ROOT_CERT = "root-ca.key", "root-ca.pem"
+_ROOT_KEY, _ROOT_CERT = "root-ca.key", ROOT_CERT_FILE
 _PLATFORM_KEY, _PLATFORM_CERT = "pck-platform-ca.key", "pck-platform-ca.pem"
 _TCB_KEY, _TCB_CERT = "tcb-signing.key", "tcb-signing.pem"
 _ATTESTATION_KEY = "attestation.key"
