@@ -56,7 +56,7 @@ def run_once(name: str, executions: int) -> dict[str, float]:
     start = time.perf_counter() - t0
     time.sleep(0.5)
     rss = rss_mb(km.provisioner.pid)
-    kc.execute_interactive("0", timeout=60)  # warm up
+    kc.execute_interactive("0", timeout=60, output_hook=lambda msg: None)  # warm up
     times = []
     for _ in range(executions):
         t = time.perf_counter()
