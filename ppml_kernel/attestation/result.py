@@ -22,6 +22,7 @@ _COLOURS = {
     AMBER: ("#a15c00", "#fff4e0"),
     RED: ("#b71c1c", "#fdecea"),
 }
+_MONO = "font-family:monospace;text-align:left;word-break:break-all;padding:2px 8px"
 SIMULATED_BANNER = (
     "SIMULATED ENCLAVE - NOT CONFIDENTIAL: this quote proves nothing about real hardware"
 )
@@ -169,21 +170,24 @@ class VerificationResult:
         for name, value in self._fields():
             parts.append(
                 f"<tr><th style='text-align:left;padding:2px 8px'>{escape(name)}</th>"
-                f"<td style='font-family:monospace;word-break:break-all'>{escape(value)}</td></tr>"
+                f"<td style='{_MONO}'>{escape(value)}</td></tr>"
             )
         parts.append("</table>")
         if self.checks:
             parts.append(
-                "<table style='margin-top:6px;border-collapse:collapse'><tr><th>check</th>"
-                "<th>expected</th><th>actual</th><th></th></tr>"
+                "<table style='margin-top:6px;border-collapse:collapse;"
+                "table-layout:fixed;width:100%'>"
+                "<tr><th style='text-align:left;width:9em'>check</th>"
+                "<th style='text-align:left'>expected</th><th style='text-align:left'>actual</th>"
+                "<th style='width:2em'></th></tr>"
             )
             for c in self.checks:
                 mark = "&#10004;" if c.ok else "&#10008;"
                 colour = "#1e7d32" if c.ok else "#b71c1c"
                 parts.append(
-                    f"<tr><td style='padding:2px 8px'>{escape(c.name)}</td>"
-                    f"<td style='font-family:monospace'>{escape(c.expected)}</td>"
-                    f"<td style='font-family:monospace'>{escape(c.actual)}</td>"
+                    f"<tr><td style='text-align:left;padding:2px 8px'>{escape(c.name)}</td>"
+                    f"<td style='{_MONO}'>{escape(c.expected)}</td>"
+                    f"<td style='{_MONO}'>{escape(c.actual)}</td>"
                     f"<td style='color:{colour}'>{mark}</td></tr>"
                 )
             parts.append("</table>")
@@ -194,7 +198,8 @@ class VerificationResult:
             for name, window, ok in describe_windows(list(self.windows), self.verified_at):
                 mark = "&#10004;" if ok else "&#10008; outside window"
                 parts.append(
-                    f"<tr><td style='padding:2px 8px'>{escape(name)}</td><td>{escape(window)}</td>"
+                    f"<tr><td style='text-align:left;padding:2px 8px'>{escape(name)}</td>"
+                    f"<td style='text-align:left'>{escape(window)}</td>"
                     f"<td>{mark}</td></tr>"
                 )
             parts.append("</table>")
