@@ -124,3 +124,19 @@ def test_interrupt_restart_shutdown(kernel):
     assert not km.is_alive()
     with pytest.raises(ProcessLookupError):
         os.kill(new_pid, 0)
+
+
+def test_curve_encrypted_wire_when_manager_asks(kernelspec_prefix):
+    from jupyter_client.manager import KernelManager
+
+    km = KernelManager(kernel_name="ppml", transport_encryption="auto")
+    km.start_kernel()
+    try:
+        assert km.get_connection_info().get("curve_publickey")
+        kc = km.client()
+        kc.start_channels()
+        kc.wait_for_ready(timeout=60)
+        assert execute(kc, "6*7").result() == "42"
+        kc.stop_channels()
+    finally:
+        km.shutdown_kernel(now=True)

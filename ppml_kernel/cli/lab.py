@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
         f"--port={args.port}",
         f"--ServerApp.root_dir={root}",
         f"--MappingKernelManager.default_kernel_name={DEFAULT_NAME}",
+        "--KernelManager.transport_encryption=auto",
     ]
     if args.no_browser:
         argv.append("--no-browser")

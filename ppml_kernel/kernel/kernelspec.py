@@ -35,7 +35,13 @@ def kernelspec_dict(tee: str, display_name: str | None = None, python: str | Non
         "language": "python",
         "interrupt_mode": "signal",
         "env": {"PPML_TEE": tee},
-        "metadata": {"ppml": {"tee": tee, "simulated": tee == "simulated"}, "debugger": False},
+        "metadata": {
+            "ppml": {"tee": tee, "simulated": tee == "simulated"},
+            "debugger": False,
+            # Lets jupyter_client (transport_encryption=auto) encrypt the ZMQ wire with
+            # CurveZMQ: defence in depth only; the host still sees both ends.
+            "supported_encryption": ["curve"],
+        },
     }
 
 
