@@ -159,3 +159,53 @@ def test_simulated_quote_verifies_only_when_allowed(tmp_path):
     allowed = cli(*args, "--allow-simulated")
     assert allowed.returncode == 0, allowed.stdout + allowed.stderr
     assert "SIMULATED ENCLAVE - NOT CONFIDENTIAL" in allowed.stdout
+
+
+def test_lab_starts_jupyterlab_with_ppml_kernel_and_notebooks(tmp_path):
+    """The README's first command ends in `ppml-kernel lab`: it must serve the notebooks."""
+    import re
+    import signal
+    import socket
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    repo = Path(__file__).parent.parent
+    log = tmp_path / "lab.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ppml_kernel.cli", "lab", "--no-browser", "--port", str(port)],
+            cwd=repo,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=os.environ.copy(),
+            start_new_session=True,
+        )
+    try:
+        token = None
+        for _ in range(120):
+            m = re.search(r"token=([0-9a-f]+)", log.read_text())
+            if m:
+                token = m.group(1)
+                break
+            time.sleep(0.5)
+        assert token, log.read_text()[-2000:]
+        base = f"http://127.0.0.1:{port}/api"
+
+        def get(path: str):
+            with urllib.request.urlopen(f"{base}/{path}?token={token}", timeout=10) as r:
+                return json.loads(r.read())
+
+        specs = get("kernelspecs")
+        assert specs["default"] == "ppml"
+        assert specs["kernelspecs"]["ppml"]["spec"]["display_name"] == (
+            "Python 3 (PPML, simulated enclave)"
+        )
+        names = [item["name"] for item in get("contents")["content"]]
+        assert "01-attestation.ipynb" in names
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)

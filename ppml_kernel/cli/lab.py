@@ -42,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     ]
     if args.no_browser:
         argv.append("--no-browser")
+    if os.geteuid() == 0:  # containers and CI machines run as root
+        argv.append("--allow-root")
     print("Starting JupyterLab on 127.0.0.1 (simulated enclave, local Spark). Ctrl-C stops it.")
     sys.stdout.flush()
     os.execv(argv[0], argv)
