@@ -41,6 +41,10 @@ class Check:
     actual: str
 
 
+def _allow_list(name: str, allowed: tuple[str, ...], actual: str | None) -> Check:
+    return Check(name, actual in allowed, " | ".join(allowed), actual or "")
+
+
 def _hex_list(name: str, value: object, size: int) -> tuple[str, ...]:
     if value is None:
         return ()
@@ -180,9 +184,7 @@ class Policy:
         if quote.tee == "SGX":
             checks += self._sgx_checks(quote)
         elif self.mrtd:
-            checks.append(
-                Check("mrtd", quote.mr_td in self.mrtd, " | ".join(self.mrtd), quote.mr_td or "")
-            )
+            checks.append(_allow_list("mrtd", self.mrtd, quote.mr_td))
         elif self.mrenclave or self.mrsigner:
             checks.append(Check("tee", False, "SGX (policy pins MRENCLAVE/MRSIGNER)", quote.tee))
         return checks
@@ -190,23 +192,9 @@ class Policy:
     def _sgx_checks(self, quote: QuoteInfo) -> list[Check]:
         checks = []
         if self.mrenclave:
-            checks.append(
-                Check(
-                    "mrenclave",
-                    quote.mrenclave in self.mrenclave,
-                    " | ".join(self.mrenclave),
-                    quote.mrenclave or "",
-                )
-            )
+            checks.append(_allow_list("mrenclave", self.mrenclave, quote.mrenclave))
         if self.mrsigner:
-            checks.append(
-                Check(
-                    "mrsigner",
-                    quote.mrsigner in self.mrsigner,
-                    " | ".join(self.mrsigner),
-                    quote.mrsigner or "",
-                )
-            )
+            checks.append(_allow_list("mrsigner", self.mrsigner, quote.mrsigner))
         if self.isv_prod_id is not None:
             checks.append(
                 Check(
