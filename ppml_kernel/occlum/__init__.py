@@ -1,0 +1,7 @@
+"""Run the kernel inside an Occlum SGX enclave.
+
+``config`` writes Occlum.json (what is measured into MRENCLAVE), ``sizing`` turns a
+workload into enclave memory and thread limits, ``spark_conf`` holds the Occlum-safe
+Spark settings, ``reference`` writes the reference values a verifier pins, and
+``launcher`` is the only entry point the enclave accepts.
+"""
