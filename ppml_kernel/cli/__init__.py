@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ppml_kernel.cli.lab",
     "ppml_kernel.cli.verify",
     "ppml_kernel.cli.sim",
+    "ppml_kernel.cli.occlum",
 )
 
 
