@@ -1,15 +1,13 @@
 """The ``occlum`` kernel provisioner through jupyter_client, with a stand-in ``occlum``.
 
-The stand-in (tests/support/fake_occlum.py) runs the real kernel OUTSIDE any enclave
-and reproduces what the provisioner depends on in ``occlum run``: instance checks, the
-one-enclave-per-instance rule, entry points, the env.default/env.untrusted split,
-hostfs path translation and "no signal forwarding". Until ``ppml_kernel/__main__.py``
-is in this tree the stand-in's kernel is ``ipykernel_launcher`` (see KERNEL_MODULE).
+The stand-in (tests/support/fake_occlum.py) runs the real PPML kernel OUTSIDE any
+enclave (so with the simulated TEE) and reproduces what the provisioner depends on in
+``occlum run``: instance checks, the one-enclave-per-instance rule, entry points, the
+env.default/env.untrusted split, hostfs path translation and "no signal forwarding".
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -30,9 +28,6 @@ pytestmark = pytest.mark.kernel
 
 ROOT = Path(__file__).resolve().parents[1]
 STAND_IN = ROOT / "tests" / "support" / "fake_occlum.py"
-KERNEL_MODULE = (
-    "ppml_kernel" if importlib.util.find_spec("ppml_kernel.__main__") else "ipykernel_launcher"
-)
 TIMEOUT = 60
 
 
@@ -71,11 +66,10 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     occlum.chmod(occlum.stat().st_mode | stat.S_IXUSR)
     log = tmp_path / "occlum-runs.jsonl"
     monkeypatch.setenv("FAKE_OCCLUM_LOG", str(log))
-    monkeypatch.setenv("FAKE_OCCLUM_OUTSIDE_ENV", "PYTHONPATH,PPML_KERNEL_MODULE")
+    monkeypatch.setenv("FAKE_OCCLUM_OUTSIDE_ENV", "PYTHONPATH")
     monkeypatch.setenv(
         "PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     )
-    monkeypatch.setenv("PPML_KERNEL_MODULE", KERNEL_MODULE)
     # A host variable that must never reach the enclave (not in env.untrusted).
     monkeypatch.setenv("PYTHONSTARTUP", str(tmp_path / "host-controlled.py"))
     (tmp_path / "host-controlled.py").write_text("print('HOST CODE RAN')\n")
@@ -156,6 +150,11 @@ def test_kernelspec_points_at_the_provisioner(tmp_path: Path) -> None:
         "config": {"instance_dir": str(instance.resolve())},
     }
     assert spec["display_name"] == "PPML"
+    # `ppml-kernel install --tee occlum` passes display_name=None when not given.
+    assert occlum_kernelspec(instance, "ppml-occlum", None)["display_name"] == (
+        "Python 3 (PPML, Occlum SGX enclave)"
+    )
+    assert spec["metadata"]["ppml"]["simulated"] is False  # type: ignore[index]
     assert spec["argv"][:3] == ["occlum", "run", "/bin/ppml-kernel-enclave"]  # type: ignore[index]
 
 
@@ -201,6 +200,14 @@ def test_start_interrupt_restart_shutdown(env: dict[str, Path]) -> None:
             == json.loads(Path(km.connection_file).read_text())["key"]
         )
         assert "PYTHONSTARTUP" not in first["env"]  # host env does not leak in
+        kc = km.client()
+        kc.start_channels()
+        try:
+            info = kc.kernel_info(reply=True, timeout=TIMEOUT)["content"]
+        finally:
+            kc.stop_channels()
+        assert info["implementation"] == "ppml"  # the PPML kernel, via the launcher
+        assert info["ppml"]["tee"] == "simulated"  # outside an enclave: said so
         assert km.provisioner.get_stable_start_time(10) == 120.0
 
         # -- interrupt: over the control channel; the enclave keeps running

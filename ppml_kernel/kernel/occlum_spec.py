@@ -15,13 +15,14 @@ from pathlib import Path
 from ppml_kernel.occlum.config import ENTRY_POINT, connection_mount_of
 
 PROVISIONER_NAME = "occlum"
+DEFAULT_DISPLAY_NAME = "Python 3 (PPML, Occlum SGX enclave)"
 _KERNEL_NAME = re.compile(r"^[A-Za-z0-9._-]+$")  # what jupyter_client accepts
 
 
 def occlum_kernelspec(
     instance_dir: str | Path,
     name: str = "ppml-occlum",
-    display_name: str = "PPML (Occlum SGX enclave)",
+    display_name: str | None = None,
 ) -> dict[str, object]:
     """The kernel.json content for the built Occlum instance at ``instance_dir``.
 
@@ -49,6 +50,7 @@ def occlum_kernelspec(
         )
     metadata = doc.get("metadata") or {}
     debuggable = bool(metadata.get("debuggable", True))
+    display_name = display_name or DEFAULT_DISPLAY_NAME
     if debuggable:
         display_name = f"{display_name} [DEBUG enclave: not confidential]"
     return {
@@ -63,6 +65,15 @@ def occlum_kernelspec(
                 "provisioner_name": PROVISIONER_NAME,
                 "config": {"instance_dir": str(instance)},
             },
-            "ppml": {"tee": "occlum", "kernel_name": name, "debuggable": debuggable},
+            "ppml": {
+                "tee": "occlum",
+                "simulated": False,
+                "kernel_name": name,
+                "debuggable": debuggable,
+            },
+            # CurveZMQ on the host side of the wire (defence in depth, as for the
+            # local kernelspec); the provisioner hands the keys over with the
+            # connection file.
+            "supported_encryption": ["curve"],
         },
     }
