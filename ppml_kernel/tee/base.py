@@ -31,6 +31,21 @@ def check_report_data(report_data: bytes) -> bytes:
     return data
 
 
+def write_report_data_file(path: str, data: bytes) -> None:
+    """Write the 64 REPORT_DATA bytes to a TEE pseudo-file in one unbuffered write.
+
+    Gramine's ``user_report_data`` and configfs-tsm's ``inblob`` both take the data
+    in a single write; a short write means the TEE did not take it.
+    """
+    try:
+        with open(path, "wb", buffering=0) as f:
+            written = f.write(data)
+    except OSError as exc:
+        raise AttesterError(f"cannot write {path}: {exc.strerror or exc}") from None
+    if written != REPORT_DATA_SIZE:
+        raise AttesterError(f"{path} took {written} of {REPORT_DATA_SIZE} bytes")
+
+
 class Attester(ABC):
     """Produces attestation quotes from inside a TEE.
 

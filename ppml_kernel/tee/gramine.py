@@ -17,11 +17,11 @@ from typing import ClassVar
 
 from ppml_kernel.tee._layout import check_binds
 from ppml_kernel.tee.base import (
-    REPORT_DATA_SIZE,
     Attester,
     AttesterError,
     AttesterUnavailable,
     check_report_data,
+    write_report_data_file,
 )
 
 DEFAULT_ROOT = "/dev/attestation"
@@ -63,22 +63,12 @@ class GramineAttester(Attester):
         if kind != "dcap":
             raise AttesterError(_wrong_type_message(kind))
         with _LOCK:
-            self._write_report_data(data)
+            write_report_data_file(self._path("user_report_data"), data)
             quote = self._read_quote()
         return check_binds(quote, data, f"Gramine {self.root}")
 
     def describe(self) -> dict[str, object]:
         return {**super().describe(), "root": self.root}
-
-    def _write_report_data(self, data: bytes) -> None:
-        path = self._path("user_report_data")
-        try:
-            with open(path, "wb", buffering=0) as f:
-                written = f.write(data)
-        except OSError as exc:
-            raise AttesterError(f"cannot write {path}: {exc.strerror or exc}") from None
-        if written != REPORT_DATA_SIZE:
-            raise AttesterError(f"{path} took {written} of {REPORT_DATA_SIZE} bytes")
 
     def _read_quote(self) -> bytes:
         path = self._path("quote")

@@ -26,11 +26,11 @@ from typing import ClassVar
 
 from ppml_kernel.tee._layout import check_binds
 from ppml_kernel.tee.base import (
-    REPORT_DATA_SIZE,
     Attester,
     AttesterError,
     AttesterUnavailable,
     check_report_data,
+    write_report_data_file,
 )
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class TsmAttester(Attester):
         data = check_report_data(report_data)
         report_dir = self._make_report_dir()
         try:
-            self._write(report_dir, "inblob", data)
+            write_report_data_file(os.path.join(report_dir, "inblob"), data)
             quote = self._read_outblob(report_dir)
             provider = self._read_text(report_dir, "provider")
             generation = self._read_text(report_dir, "generation")
@@ -116,16 +116,6 @@ class TsmAttester(Attester):
         except OSError as exc:
             raise AttesterError(f"cannot create {path}: {exc.strerror or exc}") from None
         return path
-
-    def _write(self, report_dir: str, name: str, data: bytes) -> None:
-        path = os.path.join(report_dir, name)
-        try:
-            with open(path, "wb", buffering=0) as f:
-                written = f.write(data)
-        except OSError as exc:
-            raise AttesterError(f"cannot write {path}: {exc.strerror or exc}") from None
-        if written != REPORT_DATA_SIZE:
-            raise AttesterError(f"{path} took {written} of {REPORT_DATA_SIZE} bytes")
 
     def _read_outblob(self, report_dir: str) -> bytes:
         """Read the quote, retrying transient errors until ``timeout``.
