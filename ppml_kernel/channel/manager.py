@@ -197,6 +197,10 @@ class ChannelManager:
         send(session.seal(result))
 
     # ----------------------------------------------------------------- queries
+    def has_session(self, ref: str) -> bool:
+        with self._lock:
+            return ref in self._sessions
+
     def ready_sessions(self) -> list[ServerSession]:
         with self._lock:
             return [s for s, _ in self._sessions.values() if s.state == READY]
