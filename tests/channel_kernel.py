@@ -7,16 +7,12 @@ project's PPMLKernel is wired in; launched as a real kernel through jupyter_clie
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import dcap_synth  # tests/ is on PYTHONPATH (see the kernelspec the tests write)
+from ipykernel.ipkernel import IPythonKernel
+from ipykernel.kernelapp import IPKernelApp
 
-from ipykernel.ipkernel import IPythonKernel  # noqa: E402
-from ipykernel.kernelapp import IPKernelApp  # noqa: E402
-
-import dcap_synth  # noqa: E402
-from ppml_kernel.channel.jupyter import install  # noqa: E402
+from ppml_kernel.channel.jupyter import install
 
 
 class ChannelTestKernel(IPythonKernel):

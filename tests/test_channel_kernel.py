@@ -9,8 +9,10 @@ appear in any IOPub message.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
 import sys
 import time
 import uuid
@@ -44,7 +46,10 @@ def kernel(tmp_path_factory: pytest.TempPathFactory):
                 ],
                 "display_name": "PPML channel test",
                 "language": "python",
-                "env": {"PYTHONPATH": str(ROOT), "PPML_TEST_PKI_NOW": str(NOW)},
+                "env": {
+                    "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}",
+                    "PPML_TEST_PKI_NOW": str(NOW),
+                },
             }
         )
     )
@@ -117,10 +122,8 @@ class Browser:
     def drain(self, seconds: float = 0.5) -> None:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
-            try:
+            with contextlib.suppress(queue.Empty):
                 self._record(self.kc.get_iopub_msg(timeout=0.1))
-            except Exception:
-                pass
 
 
 def run_until_reply(kc: Any, msg_id: str, browser: Browser, timeout: float = 60) -> dict:
@@ -134,13 +137,14 @@ def run_until_reply(kc: Any, msg_id: str, browser: Browser, timeout: float = 60)
 
 
 def test_blocked_cell_receives_the_secret_over_control(kernel) -> None:
-    km, kc = kernel
+    _, kc = kernel
     browser = Browser(kc)
     evidence = browser.connect()
     assert evidence["tee"]["simulated"] is True
     code = (
         "from ppml_kernel.channel.jupyter import manager_of\n"
-        "v = manager_of(get_ipython().kernel).request_secret('db_password', 'DB password', timeout=30)\n"
+        "m = manager_of(get_ipython().kernel)\n"
+        "v = m.request_secret('db_password', 'DB password', timeout=30)\n"
         "print('length', len(v), 'sum', sum(map(ord, v)))"
     )
     msg_id = kc.execute(code)
@@ -195,7 +199,7 @@ def test_interrupt_cancels_a_pending_secret_request(kernel) -> None:
 
 
 def test_getpass_goes_through_the_channel(kernel) -> None:
-    km, kc = kernel
+    _, kc = kernel
     browser = Browser(kc)
     browser.connect()
     msg_id = kc.execute("import getpass\npw = getpass.getpass('Vault token: ')\nprint(len(pw))")
@@ -217,7 +221,7 @@ def test_getpass_goes_through_the_channel(kernel) -> None:
 
 
 def test_unsolicited_secret_lands_in_the_store_and_bad_frames_are_rejected(kernel) -> None:
-    km, kc = kernel
+    _, kc = kernel
     browser = Browser(kc)
     browser.connect()
     sealed = browser.client.seal(
@@ -235,7 +239,8 @@ def test_unsolicited_secret_lands_in_the_store_and_bad_frames_are_rejected(kerne
     browser.send({"type": "sealed", "seq": 2, "ct": "!!"})
     assert browser.next_comm()["code"] == "malformed"
     msg_id = kc.execute(
-        "import ppml_kernel.secrets as s\nprint(s.names(), repr(s.secret('api_key')), len(s.get('api_key')))"
+        "import ppml_kernel.secrets as s\n"
+        "print(s.names(), repr(s.secret('api_key')), len(s.get('api_key')))"
     )
     run_until_reply(kc, msg_id, browser)
     out = "".join(m["content"].get("text", "") for m in browser.iopub if m["msg_type"] == "stream")
@@ -243,7 +248,7 @@ def test_unsolicited_secret_lands_in_the_store_and_bad_frames_are_rejected(kerne
 
 
 def test_foreign_control_comms_are_ignored(kernel) -> None:
-    km, kc = kernel
+    _, kc = kernel
     browser = Browser(kc)
     browser.control("comm_open", {"comm_id": "x", "target_name": "jupyter.widget", "data": {}})
     browser.control("comm_msg", {"comm_id": "not-a-session", "data": {"type": "sealed"}})
