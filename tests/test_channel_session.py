@@ -317,6 +317,8 @@ def test_aborted_session_is_not_ready(pki: dcap_synth.Pki) -> None:
     [s] = manager.status()["sessions"]
     assert s["state"] == "closed" and "MRENCLAVE" in s["abort_reason"]
     assert manager.ready_sessions() == []
+    with pytest.raises(NoVerifiedSession, match=r"rejected this kernel.s enclave \(MRENCLAVE"):
+        manager.request_secret("x")
 
 
 def test_sessions_are_capped(pki: dcap_synth.Pki) -> None:

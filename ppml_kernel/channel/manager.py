@@ -230,7 +230,7 @@ class ChannelManager:
         protocol.check_name(name)
         targets = self._ready_targets()
         if not targets:
-            raise NoVerifiedSession(NO_SESSION_HELP)
+            raise NoVerifiedSession(self._why_no_session())
         pending = _Pending(request_id=_pyrandom.token_hex(8), name=name)
         with self._lock:
             self._pending[pending.request_id] = pending
@@ -251,7 +251,7 @@ class ChannelManager:
         if not sent:
             with self._lock:
                 self._pending.pop(pending.request_id, None)
-            raise NoVerifiedSession(NO_SESSION_HELP)
+            raise NoVerifiedSession(self._why_no_session())
         reason = "answered"
         try:
             deadline = time.monotonic() + timeout
@@ -273,6 +273,16 @@ class ChannelManager:
             raise SecretDeclined(f"the secret {name!r} was not entered: {pending.declined}")
         assert pending.value is not None
         return pending.value
+
+    def _why_no_session(self) -> str:
+        with self._lock:
+            reasons = [s.abort_reason for s, _ in self._sessions.values() if s.abort_reason]
+        if reasons:
+            return (
+                f"the browser rejected this kernel's enclave ({reasons[-1]}), so it will not "
+                "send secrets; see the PPML status bar item for the full report"
+            )
+        return NO_SESSION_HELP
 
     def _ready_targets(self) -> list[tuple[ServerSession, Send]]:
         with self._lock:
