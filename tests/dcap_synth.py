@@ -600,3 +600,42 @@ def _register_attester() -> None:
 
 
 _register_attester()
+
+
+_KEYS = ("root_key", "ca_key", "tcb_key", "pck_key", "att_key")
+_CERTS = ("root", "ca", "tcb")
+
+
+def save_pki(pki: Pki, directory: str) -> None:
+    """Persist a test PKI (private keys in clear: test-only, temporary directories only)."""
+    from pathlib import Path
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    for k in _KEYS:
+        (d / f"{k}.pem").write_bytes(
+            getattr(pki, k).private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    for c in _CERTS:
+        (d / f"{c}.pem").write_text(pem(getattr(pki, c)))
+    (d / "now").write_text(str(pki.now))
+
+
+def load_pki(directory: str) -> Pki | None:
+    """A PKI saved by :func:`save_pki`, so a restarted test kernel keeps its root."""
+    from pathlib import Path
+
+    d = Path(directory)
+    if not (d / "now").exists():
+        return None
+    keys = {
+        k: serialization.load_pem_private_key((d / f"{k}.pem").read_bytes(), None) for k in _KEYS
+    }
+    pki = Pki(now=int((d / "now").read_text()), **keys)
+    for c in _CERTS:
+        setattr(pki, c, x509.load_pem_x509_certificate((d / f"{c}.pem").read_bytes()))
+    return pki

@@ -31,10 +31,9 @@ NOW = 1767225600
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def kernel(tmp_path_factory: pytest.TempPathFactory):
-    spec_dir = tmp_path_factory.mktemp("kernels") / "ppml-channel-test"
-    spec_dir.mkdir()
+def start_kernel(spec_root: Path, env: dict[str, str] | None = None) -> tuple[Any, Any]:
+    spec_dir = spec_root / "ppml-channel-test"
+    spec_dir.mkdir(parents=True, exist_ok=True)
     (spec_dir / "kernel.json").write_text(
         json.dumps(
             {
@@ -49,18 +48,25 @@ def kernel(tmp_path_factory: pytest.TempPathFactory):
                 "env": {
                     "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}",
                     "PPML_TEST_PKI_NOW": str(NOW),
+                    **(env or {}),
                 },
             }
         )
     )
     km = KernelManager(
         kernel_name="ppml-channel-test",
-        kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(spec_dir.parent)]),
+        kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(spec_root)]),
     )
     km.start_kernel()
     kc = km.client()
     kc.start_channels()
     kc.wait_for_ready(timeout=60)
+    return km, kc
+
+
+@pytest.fixture(scope="module")
+def kernel(tmp_path_factory: pytest.TempPathFactory):
+    km, kc = start_kernel(tmp_path_factory.mktemp("kernels"))
     yield km, kc
     kc.stop_channels()
     km.shutdown_kernel(now=True)
@@ -254,3 +260,58 @@ def test_foreign_control_comms_are_ignored(kernel) -> None:
     browser.control("comm_msg", {"comm_id": "not-a-session", "data": {"type": "sealed"}})
     msg_id = kc.execute("print('alive')")
     assert run_until_reply(kc, msg_id, browser)["content"]["status"] == "ok"
+
+
+def stream_text(browser: Browser) -> str:
+    return "".join(m["content"].get("text", "") for m in browser.iopub if m["msg_type"] == "stream")
+
+
+def test_ppml_secret_magic_without_a_browser_says_why(tmp_path: Path) -> None:
+    km, kc = start_kernel(tmp_path)
+    try:
+        browser = Browser(kc)
+        msg_id = kc.execute("%ppml secret db_password")
+        reply = run_until_reply(kc, msg_id, browser)
+        assert reply["content"]["status"] == "ok"  # a clear message, not a traceback
+        err = stream_text(browser)
+        assert "PPML: no browser has verified this kernel's enclave" in err
+        assert "jupyterlab-ppml" in err and "Traceback" not in err
+        msg_id = kc.execute("%ppml secret 'bad name!'")
+        run_until_reply(kc, msg_id, browser)
+        assert "must be a name" in stream_text(browser)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def test_ppml_secret_magic_end_to_end(kernel) -> None:
+    _, kc = kernel
+    browser = Browser(kc)
+    browser.connect()
+    msg_id = kc.execute("%ppml secret warehouse_key --prompt 'Key for the warehouse'")
+    request = browser.client.open(browser.next_comm())
+    assert request["name"] == "warehouse_key" and request["prompt"] == "Key for the warehouse"
+    browser.send(
+        browser.client.seal(
+            {
+                "type": "secret",
+                "request_id": request["request_id"],
+                "name": "warehouse_key",
+                "value": "wk-0001",
+            }
+        )
+    )
+    reply = run_until_reply(kc, msg_id, browser)
+    assert reply["content"]["status"] == "ok"
+    shown = json.dumps([m["content"] for m in browser.iopub if m["msg_type"] == "execute_result"])
+    assert "Secret 'warehouse_key' arrived end-to-end encrypted" in shown
+    assert "SIMULATED SGX enclave session" in shown
+    msg_id = kc.execute("%ppml secrets")
+    run_until_reply(kc, msg_id, browser)
+    listing = json.dumps([m["content"] for m in browser.iopub if m["msg_type"] == "execute_result"])
+    assert "warehouse_key" in listing
+    assert "wk-0001" not in json.dumps([m["content"] for m in browser.iopub])
+    # Nothing secret in IPython's history either: only the name was typed.
+    msg_id = kc.history(hist_access_type="tail", n=10)
+    hist = kc.get_shell_msg(timeout=10)
+    assert "wk-0001" not in json.dumps(hist["content"])

@@ -326,3 +326,14 @@ def test_sessions_are_capped(pki: dcap_synth.Pki) -> None:
     for i in range(4):
         manager.on_open(f"c{i}", BrowserClient().hello(), Wire())
     assert [s["ref"] for s in manager.status()["sessions"]] == ["c2", "c3"]
+
+
+def test_packaged_intel_root_is_the_pinned_one() -> None:
+    import hashlib
+
+    from ppml_kernel.channel.client import intel_root_der
+
+    assert (
+        hashlib.sha256(intel_root_der()).hexdigest()
+        == "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3"
+    )

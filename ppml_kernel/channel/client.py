@@ -18,6 +18,13 @@ from ppml_kernel.channel.protocol import ProtocolError
 Verifier = Callable[[bytes, "str | None"], dict[str, Any]]
 
 
+def intel_root_der() -> bytes:
+    """Intel's SGX Root CA as built into dcap-qvl's default verifier (same bytes)."""
+    from importlib.resources import files
+
+    return (files("ppml_kernel.channel") / "IntelSGXRootCA.der").read_bytes()
+
+
 def dcap_qvl_verifier(root_der: bytes | None, now: int | None = None) -> Verifier:
     """A verifier using dcap-qvl with Intel's root (``root_der=None``) or an explicit one."""
 
@@ -38,6 +45,9 @@ def dcap_qvl_verifier(root_der: bytes | None, now: int | None = None) -> Verifie
         return {
             "status": result.status,
             "advisory_ids": list(result.advisory_ids),
+            "tee": "TDX" if q.header.tee_type == 0x81 else "SGX",
+            # "Simulated" is decided by the anchor that verified, never by the quote.
+            "simulated": root_der is not None and root_der != intel_root_der(),
             "report_data": bytes(q.report.report_data),
         }
 

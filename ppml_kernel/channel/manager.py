@@ -227,6 +227,16 @@ class ChannelManager:
         :class:`SecretDeclined`; ``KeyboardInterrupt`` (kernel interrupt) cancels the
         prompt in the browsers and propagates.
         """
+        return self.request_secret_from(name, prompt, timeout, poll)[0]
+
+    def request_secret_from(
+        self,
+        name: str,
+        prompt: str | None = None,
+        timeout: float = 300.0,
+        poll: float = 0.1,
+    ) -> tuple[str, dict[str, Any]]:
+        """Like :meth:`request_secret`; also returns the answering browser's verdict."""
         protocol.check_name(name)
         targets = self._ready_targets()
         if not targets:
@@ -272,7 +282,12 @@ class ChannelManager:
         if pending.declined is not None:
             raise SecretDeclined(f"the secret {name!r} was not entered: {pending.declined}")
         assert pending.value is not None
-        return pending.value
+        verdict: dict[str, Any] = {}
+        with self._lock:
+            entry = self._sessions.get(pending.answered_by or "")
+        if entry is not None:
+            verdict = dict(entry[0].verdict)
+        return pending.value, verdict
 
     def _why_no_session(self) -> str:
         with self._lock:
