@@ -285,7 +285,8 @@ export class KernelAttestation {
     const policy = checkPolicy(report, this.host.policy());
     this.set({ report, policy, intelError: intelError || undefined, simulatedRootSha256: simulatedRoot, verifyMs });
     if (!policy.ok) {
-      const bad = policy.checks.filter(c => !c.ok).map(c => `${c.field} ${c.actual} (expected ${c.expected})`);
+      const short = (v: string): string => (v.length > 19 ? `${v.slice(0, 16)}…` : v);
+      const bad = policy.checks.filter(c => !c.ok).map(c => `${c.field} ${short(c.actual)} (expected ${short(c.expected)})`);
       this.fail(`policy mismatch: ${bad.join('; ')}`);
       return;
     }
@@ -401,13 +402,27 @@ export class AttestationManager {
     return this._secretCancelled;
   }
 
-  /** Remember the user's decision to allow a simulated root for a kernel. */
+  /**
+   * Remember the user's decision to allow a simulated root for a kernel: for this tab
+   * (sessionStorage, so a reload does not ask again; a new tab asks again).
+   */
   allowSimulated(kernelId: string, rootSha256: string): void {
     this.allowedRoots.set(kernelId, rootSha256);
+    try {
+      sessionStorage.setItem(`ppml-simulated-root:${kernelId}`, rootSha256);
+    } catch (e) {
+      // storage unavailable: the decision lasts until the page is reloaded
+    }
   }
 
   isSimulatedAllowed(kernelId: string, rootSha256: string): boolean {
-    return this.allowedRoots.get(kernelId) === rootSha256;
+    let stored: string | null = null;
+    try {
+      stored = sessionStorage.getItem(`ppml-simulated-root:${kernelId}`);
+    } catch (e) {
+      stored = null;
+    }
+    return (this.allowedRoots.get(kernelId) ?? stored) === rootSha256;
   }
 
   get(kernel: Kernel.IKernelConnection | null | undefined): KernelAttestation | undefined {
