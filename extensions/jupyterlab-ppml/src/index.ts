@@ -111,7 +111,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
       report.content.follow(current());
       if (!report.isAttached) {
-        app.shell.add(report, 'main', { mode: 'split-right' });
+        // JupyterLab: next to the notebook; Notebook 7 has one main widget: use the right panel.
+        if (app.name === 'JupyterLab') {
+          app.shell.add(report, 'main', { mode: 'split-right' });
+        } else {
+          app.shell.add(report, 'right', { rank: 1000 });
+        }
       }
       app.shell.activateById(report.id);
     };
