@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import queue
 import sys
 import time
@@ -25,31 +24,25 @@ from jupyter_client.manager import KernelManager
 
 from ppml_kernel.channel.client import BrowserClient, dcap_qvl_verifier
 from ppml_kernel.channel.protocol import TARGET_NAME
+from ppml_kernel.tee.simulated import SimulatedPKI
 
 pytestmark = pytest.mark.kernel
-NOW = 1767225600
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def start_kernel(spec_root: Path, env: dict[str, str] | None = None) -> tuple[Any, Any]:
+    """The real PPML kernel (simulated enclave, its PKI in ``spec_root/pki``)."""
     spec_dir = spec_root / "ppml-channel-test"
     spec_dir.mkdir(parents=True, exist_ok=True)
+    pki_dir = spec_root / "pki"
+    SimulatedPKI.load_or_create(pki_dir)
     (spec_dir / "kernel.json").write_text(
         json.dumps(
             {
-                "argv": [
-                    sys.executable,
-                    str(ROOT / "tests" / "channel_kernel.py"),
-                    "-f",
-                    "{connection_file}",
-                ],
+                "argv": [sys.executable, "-m", "ppml_kernel", "-f", "{connection_file}"],
                 "display_name": "PPML channel test",
                 "language": "python",
-                "env": {
-                    "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}",
-                    "PPML_TEST_PKI_NOW": str(NOW),
-                    **(env or {}),
-                },
+                "env": {"PPML_TEE": "simulated", "PPML_SIM_PKI_DIR": str(pki_dir), **(env or {})},
             }
         )
     )
@@ -58,6 +51,7 @@ def start_kernel(spec_root: Path, env: dict[str, str] | None = None) -> tuple[An
         kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(spec_root)]),
     )
     km.start_kernel()
+    km.pki_dir = pki_dir
     kc = km.client()
     kc.start_channels()
     kc.wait_for_ready(timeout=60)
@@ -75,8 +69,10 @@ def kernel(tmp_path_factory: pytest.TempPathFactory):
 class Browser:
     """The extension's message routing, in Python."""
 
-    def __init__(self, kc: Any) -> None:
+    def __init__(self, kc: Any, pki_dir: Path) -> None:
         self.kc = kc
+        # The root this "browser" was told to trust (the user allowed this simulated PKI).
+        self.trusted_root = SimulatedPKI.load(pki_dir).root_der
         self.comm_id = uuid.uuid4().hex
         self.client = BrowserClient()
         self.iopub: list[dict] = []
@@ -111,16 +107,7 @@ class Browser:
         )
         evidence = self.next_comm()
         assert evidence["type"] == "evidence", evidence
-        collateral = json.loads(evidence["collateral"])
-        root_pem = (
-            collateral["tcb_info_issuer_chain"].split("-----END CERTIFICATE-----")[1]
-            + "-----END CERTIFICATE-----"
-        )
-        from cryptography import x509
-        from cryptography.hazmat.primitives.serialization import Encoding
-
-        root = x509.load_pem_x509_certificate(root_pem.strip().encode()).public_bytes(Encoding.DER)
-        self.send(self.client.accept(evidence, dcap_qvl_verifier(root, NOW)))
+        self.send(self.client.accept(evidence, dcap_qvl_verifier(self.trusted_root)))
         ready = self.client.open(self.next_comm())
         assert ready["type"] == "ready"
         return evidence
@@ -143,8 +130,8 @@ def run_until_reply(kc: Any, msg_id: str, browser: Browser, timeout: float = 60)
 
 
 def test_blocked_cell_receives_the_secret_over_control(kernel) -> None:
-    _, kc = kernel
-    browser = Browser(kc)
+    km, kc = kernel
+    browser = Browser(kc, km.pki_dir)
     evidence = browser.connect()
     assert evidence["tee"]["simulated"] is True
     code = (
@@ -179,7 +166,7 @@ def test_blocked_cell_receives_the_secret_over_control(kernel) -> None:
 
 def test_interrupt_cancels_a_pending_secret_request(kernel) -> None:
     km, kc = kernel
-    browser = Browser(kc)
+    browser = Browser(kc, km.pki_dir)
     browser.connect()
     msg_id = kc.execute(
         "from ppml_kernel.channel.jupyter import manager_of\n"
@@ -205,8 +192,8 @@ def test_interrupt_cancels_a_pending_secret_request(kernel) -> None:
 
 
 def test_getpass_goes_through_the_channel(kernel) -> None:
-    _, kc = kernel
-    browser = Browser(kc)
+    km, kc = kernel
+    browser = Browser(kc, km.pki_dir)
     browser.connect()
     msg_id = kc.execute("import getpass\npw = getpass.getpass('Vault token: ')\nprint(len(pw))")
     request = browser.client.open(browser.next_comm())
@@ -227,8 +214,8 @@ def test_getpass_goes_through_the_channel(kernel) -> None:
 
 
 def test_unsolicited_secret_lands_in_the_store_and_bad_frames_are_rejected(kernel) -> None:
-    _, kc = kernel
-    browser = Browser(kc)
+    km, kc = kernel
+    browser = Browser(kc, km.pki_dir)
     browser.connect()
     sealed = browser.client.seal(
         {"type": "secret", "request_id": None, "name": "api_key", "value": "k-999"}
@@ -254,8 +241,8 @@ def test_unsolicited_secret_lands_in_the_store_and_bad_frames_are_rejected(kerne
 
 
 def test_foreign_control_comms_are_ignored(kernel) -> None:
-    _, kc = kernel
-    browser = Browser(kc)
+    km, kc = kernel
+    browser = Browser(kc, km.pki_dir)
     browser.control("comm_open", {"comm_id": "x", "target_name": "jupyter.widget", "data": {}})
     browser.control("comm_msg", {"comm_id": "not-a-session", "data": {"type": "sealed"}})
     msg_id = kc.execute("print('alive')")
@@ -263,18 +250,25 @@ def test_foreign_control_comms_are_ignored(kernel) -> None:
 
 
 def stream_text(browser: Browser) -> str:
-    return "".join(m["content"].get("text", "") for m in browser.iopub if m["msg_type"] == "stream")
+    """Everything the kernel printed or displayed as text (streams and text/plain)."""
+    parts = []
+    for m in browser.iopub:
+        if m["msg_type"] == "stream":
+            parts.append(m["content"].get("text", ""))
+        elif m["msg_type"] in ("display_data", "execute_result"):
+            parts.append(m["content"]["data"].get("text/plain", ""))
+    return "".join(parts)
 
 
 def test_ppml_secret_magic_without_a_browser_says_why(tmp_path: Path) -> None:
     km, kc = start_kernel(tmp_path)
     try:
-        browser = Browser(kc)
+        browser = Browser(kc, km.pki_dir)
         msg_id = kc.execute("%ppml secret db_password")
         reply = run_until_reply(kc, msg_id, browser)
         assert reply["content"]["status"] == "ok"  # a clear message, not a traceback
         err = stream_text(browser)
-        assert "PPML: no browser has verified this kernel's enclave" in err
+        assert "ppml: no browser has verified this kernel's enclave" in err
         assert "jupyterlab-ppml" in err and "Traceback" not in err
         msg_id = kc.execute("%ppml secret 'bad name!'")
         run_until_reply(kc, msg_id, browser)
@@ -285,8 +279,8 @@ def test_ppml_secret_magic_without_a_browser_says_why(tmp_path: Path) -> None:
 
 
 def test_ppml_secret_magic_end_to_end(kernel) -> None:
-    _, kc = kernel
-    browser = Browser(kc)
+    km, kc = kernel
+    browser = Browser(kc, km.pki_dir)
     browser.connect()
     msg_id = kc.execute("%ppml secret warehouse_key --prompt 'Key for the warehouse'")
     request = browser.client.open(browser.next_comm())
@@ -303,12 +297,16 @@ def test_ppml_secret_magic_end_to_end(kernel) -> None:
     )
     reply = run_until_reply(kc, msg_id, browser)
     assert reply["content"]["status"] == "ok"
-    shown = json.dumps([m["content"] for m in browser.iopub if m["msg_type"] == "execute_result"])
+    shown = json.dumps(
+        [m["content"] for m in browser.iopub if m["msg_type"] in ("execute_result", "display_data")]
+    )
     assert "Secret 'warehouse_key' arrived end-to-end encrypted" in shown
     assert "SIMULATED SGX enclave session" in shown
     msg_id = kc.execute("%ppml secrets")
     run_until_reply(kc, msg_id, browser)
-    listing = json.dumps([m["content"] for m in browser.iopub if m["msg_type"] == "execute_result"])
+    listing = json.dumps(
+        [m["content"] for m in browser.iopub if m["msg_type"] in ("execute_result", "display_data")]
+    )
     assert "warehouse_key" in listing
     assert "wk-0001" not in json.dumps([m["content"] for m in browser.iopub])
     # Nothing secret in IPython's history either: only the name was typed.

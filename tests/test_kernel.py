@@ -101,8 +101,14 @@ def test_bad_magic_input_is_an_error_line_not_a_traceback(kernel):
 
 def test_interrupt_restart_shutdown(kernel):
     km, kc = kernel
-    msg_id = kc.execute("import time\nfor _ in range(600): time.sleep(0.1)")
-    time.sleep(1.5)
+    msg_id = kc.execute(
+        "import time\nprint('started', flush=True)\nfor _ in range(600): time.sleep(0.1)"
+    )
+    while True:  # interrupt only once the cell is really running (machines are loaded)
+        msg = kc.get_iopub_msg(timeout=60)
+        if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
+            break
+    time.sleep(0.3)
     km.interrupt_kernel()
     while True:
         reply = kc.get_shell_msg(timeout=30)

@@ -19,10 +19,10 @@ Verifier = Callable[[bytes, "str | None"], dict[str, Any]]
 
 
 def intel_root_der() -> bytes:
-    """Intel's SGX Root CA as built into dcap-qvl's default verifier (same bytes)."""
-    from importlib.resources import files
+    """Intel's SGX Root CA (the attestation layer's pinned copy)."""
+    from ppml_kernel.attestation.anchors import intel_root
 
-    return (files("ppml_kernel.channel") / "IntelSGXRootCA.der").read_bytes()
+    return intel_root().der
 
 
 def dcap_qvl_verifier(root_der: bytes | None, now: int | None = None) -> Verifier:

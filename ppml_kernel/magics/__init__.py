@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-SUBCOMMAND_MODULES: tuple[str, ...] = ("ppml_kernel.magics.attest",)
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "ppml_kernel.magics.attest",
+    "ppml_kernel.magics.secret",
+)
 
 
 def load_ipython_extension(shell: Any) -> None:
