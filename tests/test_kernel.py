@@ -76,6 +76,7 @@ def test_plain_python_and_ppml_status(kernel):
     text = status.text()
     assert "SIMULATED" in text and "PASSED" in text
     assert "MRENCLAVE" in text and "simulated" in text
+    assert "browser sessions" in text and "none yet" in text
     assert "<table" in text  # HTML report for notebooks
     attest = execute(kc, "%ppml attest --nonce 00112233")
     assert "PASSED" in attest.text() and "report_data" in attest.text()
