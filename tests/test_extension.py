@@ -56,4 +56,4 @@ def test_end_to_end_in_chromium():
     assert shutil.which(chromium), f"{chromium} missing: apt-get install chromium"
     assert (ROOT / "ppml_kernel" / "labextension" / "package.json").exists(), "extension not built"
     out = run_node_suite("test:e2e", timeout=900)
-    assert _count(out, "fail") == 0 and _count(out, "pass") >= 5, out[-3000:]
+    assert _count(out, "fail") == 0 and _count(out, "pass") >= 6, out[-3000:]

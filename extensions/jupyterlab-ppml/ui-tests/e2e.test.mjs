@@ -147,6 +147,7 @@ before(async () => {
     ])
   );
   writeJson(path.join(work, 'mismatch.ipynb'), notebook('ppml-mismatch', ['%ppml secret db_password']));
+  writeJson(path.join(work, 'plain.ipynb'), notebook('python3', ['1 + 1']));
   const port = await freePort();
   const token = randomBytes(16).toString('hex');
   const log = path.join(tmp, 'server.log');
@@ -349,3 +350,33 @@ test("the secret's bytes never crossed the Jupyter server", async () => {
   }
   fs.writeFileSync(path.join(ARTIFACTS, 'frames-checked.txt'), `${frames.length} websocket frames, ${http.length} HTTP messages, 0 containing the secret\n`);
 });
+
+test('Notebook 7 shows the badge in the notebook toolbar; a plain Python kernel shows none', { timeout: 240_000 }, step('notebook7-and-plain', async () => {
+  const { port, token } = ctx;
+  const page = await ctx.browser.newPage({ viewport: { width: 1400, height: 900 } });
+  try {
+    // Notebook 7 (the `notebook` package) is served by the same Jupyter server.
+    await page.goto(`http://127.0.0.1:${port}/notebooks/demo.ipynb?token=${token}`);
+    await page.getByText('Allow a SIMULATED enclave?').waitFor({ timeout: 120_000 });
+    await page.getByRole('button', { name: 'Allow SIMULATED enclave' }).click();
+    const toolbarBadge = page.locator('.jp-NotebookPanel-toolbar .ppml-status[data-ppml-phase="simulated"]');
+    await toolbarBadge.waitFor({ timeout: 60_000 });
+    assert.match(await toolbarBadge.innerText(), /SIMULATED/);
+    await page.screenshot({ path: path.join(ARTIFACTS, '10-notebook7-badge.png') });
+
+    // A notebook on a stock Python kernel: the extension stays silent.
+    // (a workspace of its own, so no PPML notebook from the other tests is restored)
+    await page.goto(`http://127.0.0.1:${port}/lab/workspaces/plain/tree/plain.ipynb?token=${token}`);
+    await page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').first().waitFor({ timeout: 120_000 }).catch(() => undefined);
+    await page.locator('#jp-main-statusbar').waitFor({ timeout: 60_000 });
+    await page.waitForTimeout(3000);
+    const shown = page.locator('#jp-main-statusbar .ppml-status, .jp-NotebookPanel:not(.lm-mod-hidden) .ppml-status');
+    assert.ok((await shown.count()) > 0, 'the badge widgets exist (and must stay empty)');
+    const phases = await shown.evaluateAll(nodes => nodes.map(n => [n.getAttribute('data-ppml-phase'), n.textContent]));
+    assert.ok(phases.every(([phase, text]) => (phase === 'none' || phase === 'not-ppml') && !text), JSON.stringify(phases));
+    assert.equal(await page.getByText('Allow a SIMULATED enclave?').count(), 0);
+    await page.screenshot({ path: path.join(ARTIFACTS, '11-plain-kernel-no-badge.png') });
+  } finally {
+    await page.close();
+  }
+}));
