@@ -14,16 +14,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ppml_kernel.data.errors import DatasetError
-from ppml_kernel.data.format import HEADER_SIZE, Layout, read_header
+from ppml_kernel.data.format import HEADER_SIZE, MIN_CHUNK_SIZE, Layout, read_header
 
 DEFAULT_SPLIT_BYTES = 32 << 20
-MIN_SPLIT_BYTES = 1 << 20
+MIN_SPLIT_BYTES = MIN_CHUNK_SIZE
 MAX_SPLIT_BYTES = 512 << 20
-# Per-file cost when packing small files, like spark.sql.files.openCostInBytes.
-OPEN_COST = 1 << 20
+# Per-file cost when packing small files, as a fraction of the split size (Spark's
+# spark.sql.files.openCostInBytes is 4 MiB for 128 MiB partitions: 1/32).
+OPEN_COST_FRACTION = 32
 
 
-def _skip(name: str) -> bool:
+def is_hidden_name(name: str) -> bool:
     """Files Spark and Hadoop write next to data: markers, checksums, temp dirs."""
     return name.startswith((".", "_")) or name.endswith(".crc")
 
@@ -38,8 +39,8 @@ def list_files(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]])
         if os.path.isdir(p):
             found = []
             for root, dirs, files in os.walk(p):
-                dirs[:] = sorted(d for d in dirs if not _skip(d))
-                found.extend(os.path.join(root, f) for f in files if not _skip(f))
+                dirs[:] = sorted(d for d in dirs if not is_hidden_name(d))
+                found.extend(os.path.join(root, f) for f in files if not is_hidden_name(f))
             out.extend(sorted(found))
         elif os.path.isfile(p):
             out.append(p)
@@ -108,8 +109,9 @@ def plan_splits(infos: Sequence[FileInfo], split_bytes: int = DEFAULT_SPLIT_BYTE
     splits: list[Split] = []
     current: list[Segment] = []
     current_bytes = 0
+    open_cost = split_bytes // OPEN_COST_FRACTION
     for seg in segments:
-        cost = seg.end - seg.start + OPEN_COST
+        cost = seg.end - seg.start + open_cost
         if current and current_bytes + cost > split_bytes:
             splits.append(Split(tuple(current)))
             current, current_bytes = [], 0
