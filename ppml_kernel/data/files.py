@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ppml_kernel.data.errors import DatasetError
-from ppml_kernel.data.format import HEADER_SIZE, MIN_CHUNK_SIZE, Layout, read_header
+from ppml_kernel.data.format import FILE_SUFFIX, HEADER_SIZE, MIN_CHUNK_SIZE, Layout, read_header
 
 DEFAULT_SPLIT_BYTES = 32 << 20
 MIN_SPLIT_BYTES = MIN_CHUNK_SIZE
@@ -127,3 +127,24 @@ def choose_split_bytes(total_bytes: int, parallelism: int) -> int:
     parallelism = max(1, parallelism)
     target = total_bytes // (3 * parallelism) if total_bytes else DEFAULT_SPLIT_BYTES
     return max(4 << 20, min(128 << 20, target))
+
+
+_SUFFIX_FORMATS = (
+    (".csv", "csv"), (".tsv", "csv"), (".json", "json"), (".jsonl", "json"),
+    (".ndjson", "json"), (".txt", "text"), (".parquet", "parquet"),
+)
+
+
+def guess_format(path: str) -> str:
+    """Format from the file name (``x.csv.ppml`` -> csv) or Parquet's PME magic; else csv."""
+    name = path.lower().removesuffix(FILE_SUFFIX)
+    for suffix, fmt in _SUFFIX_FORMATS:
+        if name.endswith(suffix):
+            return fmt
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) == b"PARE":
+                return "parquet"
+    except OSError:
+        pass
+    return "csv"

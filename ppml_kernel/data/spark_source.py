@@ -51,6 +51,7 @@ from ppml_kernel.data.files import (
     Segment,
     Split,
     file_info,
+    guess_format,
     list_files,
     plan_splits,
 )
@@ -83,27 +84,6 @@ def option_paths(options: Mapping[str, str]) -> list[str]:
     if options.get("path"):
         return [options["path"]]
     raise DatasetError("no path: use .load(PATH) or .save(PATH)")
-
-
-_SUFFIX_FORMATS = (
-    (".csv", "csv"), (".tsv", "csv"), (".json", "json"), (".jsonl", "json"),
-    (".ndjson", "json"), (".txt", "text"), (".parquet", "parquet"),
-)
-
-
-def guess_format(path: str) -> str:
-    """Format from the file name (``x.csv.ppml`` -> csv) or Parquet's PME magic."""
-    name = path.lower().removesuffix(FILE_SUFFIX)
-    for suffix, fmt in _SUFFIX_FORMATS:
-        if name.endswith(suffix):
-            return fmt
-    try:
-        with open(path, "rb") as f:
-            if f.read(4) == b"PARE":
-                return "parquet"
-    except OSError:
-        pass
-    return "csv"
 
 
 def resolve_format(options: Mapping[str, str], files: list[str]) -> str:

@@ -304,3 +304,21 @@ SUBCOMMANDS: list[Subcommand] = [
     Subcommand("keys", "List dataset key ids in the kernel (never keys); import a key file.",
                _configure_keys, _run_keys),
 ]
+
+
+def load_ipython_extension(shell: Any) -> None:
+    """``%load_ext ppml_kernel.magics.data``: add these subcommands to ``%ppml``.
+
+    For kernels where this module is not yet listed in
+    ``ppml_kernel.magics.SUBCOMMAND_MODULES`` (a stock IPython kernel, or before the
+    lead wires it in); harmless when it already is.
+    """
+    import ppml_kernel.magics as magics
+    from ppml_kernel.magics import ppml as dispatcher
+
+    if __name__ not in magics.SUBCOMMAND_MODULES:
+        magics.SUBCOMMAND_MODULES = (*magics.SUBCOMMAND_MODULES, __name__)
+    if __name__ not in dispatcher.SUBCOMMAND_MODULES:
+        dispatcher.SUBCOMMAND_MODULES = (*dispatcher.SUBCOMMAND_MODULES, __name__)
+    if "ppml" not in shell.magics_manager.magics.get("line", {}):
+        magics.load_ipython_extension(shell)
