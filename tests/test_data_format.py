@@ -455,3 +455,42 @@ def test_header_describe_has_no_key_material(provider):
     assert key.hex() not in described
     assert header.wrapped.ciphertext.hex() not in described
     assert "k1" in described and "AES-256-GCM" in described
+
+
+def test_an_independent_reader_written_from_docs_format_md(store, provider):
+    """Decrypt with nothing but docs/format.md and the cryptography primitives."""
+    import hashlib as h
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    data = os.urandom(3 * CS + 123)
+    blob = encrypt_bytes(data, provider, "k1")
+
+    def hkdf(ikm: bytes, info: bytes, n: int) -> bytes:
+        return HKDF(hashes.SHA256(), n, None, info).derive(ikm)
+
+    fixed, slot = blob[:64], blob[64:256]
+    assert fixed[:16] == b"\x89ppml-aead/1\r\n\x1a\n"
+    hsize, cipher, wrap, chunk_size = struct.unpack(">HBBI", fixed[16:24])
+    assert (hsize, cipher, wrap, chunk_size) == (256, 1, 1, CS)
+    file_nonce = fixed[24:36]
+    digest = h.sha256(fixed).digest()
+    klen = slot[0]
+    key_id = slot[1 : 1 + klen]
+    kcv, wnonce, wrapped = slot[96:104], slot[104:116], slot[116:164]
+    kek = store.get(key_id.decode())
+    assert kcv == hkdf(kek, b"ppml-aead/1 key check", 8)
+    ctx = b"ppml-aead/1 data key\x00" + digest
+    aad = struct.pack(">H", len(ctx)) + ctx + bytes([klen]) + key_id + kcv
+    dk = AESGCM(hkdf(kek, b"ppml-aead/1 kek wrap", 32)).decrypt(wnonce, wrapped, aad)
+    body = blob[256:]
+    stride = chunk_size + 16
+    n = -(-len(body) // stride)
+    out = b""
+    for i in range(n):
+        nonce = (int.from_bytes(file_nonce, "big") ^ i).to_bytes(12, "big")
+        aad_i = digest + struct.pack(">QB", i, 1 if i == n - 1 else 0)
+        out += AESGCM(dk).decrypt(nonce, body[i * stride : (i + 1) * stride], aad_i)
+    assert out == data

@@ -343,3 +343,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="key file with the new key")
     p.add_argument("--new-key-id", help="which new key when the new key files hold several")
     p.set_defaults(func=_guard(cmd_rewrap))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ppml_kernel.cli.data ...``: the same commands without the full CLI."""
+    parser = argparse.ArgumentParser(prog="ppml-kernel", description=__doc__.splitlines()[0])
+    register(parser.add_subparsers(title="commands", metavar="COMMAND"))
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
