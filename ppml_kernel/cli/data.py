@@ -1,0 +1,360 @@
+"""The data owner's commands (run outside enclaves): keygen, encrypt, decrypt, inspect, rewrap.
+
+Keys are only ever named by a key *file* path (mode 0600); a key never appears on a
+command line, in output or in an error. Outputs are written to a hidden temporary file
+next to the target and renamed into place only when complete, so a failed or
+interrupted run leaves nothing half-written (and, for decrypt, no unauthenticated
+plaintext).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TextIO
+
+from ppml_kernel.data.errors import DatasetError
+from ppml_kernel.data.files import is_hidden_name
+from ppml_kernel.data.format import (
+    DEFAULT_CHUNK_SIZE,
+    FILE_SUFFIX,
+    HEADER_SIZE,
+    MAGIC,
+    Layout,
+    decrypt_stream,
+    encrypt_stream,
+    read_header,
+    rewrap_file,
+)
+from ppml_kernel.data.keys import KeyFileProvider, key_check_value, read_key_file, write_key_file
+from ppml_kernel.data.sniff import describe_foreign
+
+PROGRESS_MIN_BYTES = 64 << 20
+
+
+def _fail(message: str, code: int = 1) -> int:
+    print(f"ppml-kernel: {message}", file=sys.stderr)
+    return code
+
+
+class Progress:
+    """A one-line progress bar on stderr for large inputs (throttled, no-op when small)."""
+
+    def __init__(self, label: str, total: int, stream: TextIO | None = None,
+                 enabled: bool | None = None) -> None:
+        self.label = label
+        self.total = max(total, 1)
+        self.stream = stream or sys.stderr
+        self.enabled = total >= PROGRESS_MIN_BYTES if enabled is None else enabled
+        self.tty = self.stream.isatty()
+        self.done = 0
+        self._start = time.monotonic()
+        self._last = 0.0
+        self._last_quarter = -1
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if self.tty:
+            if now - self._last >= 0.1 or self.done >= self.total:
+                self._last = now
+                self._draw(now, "\r")
+        else:
+            quarter = min(4, self.done * 4 // self.total)
+            if quarter != self._last_quarter:
+                self._last_quarter = quarter
+                self._draw(now, "")
+
+    def _draw(self, now: float, prefix: str) -> None:
+        frac = min(1.0, self.done / self.total)
+        bar = "#" * int(frac * 30)
+        rate = self.done / max(now - self._start, 1e-6) / 1e6
+        end = "" if self.tty else "\n"
+        sizes = f"{self.done / 1e6:,.0f}/{self.total / 1e6:,.0f} MB"
+        self.stream.write(f"{prefix}{self.label} {frac:4.0%} |{bar:<30}| {sizes} "
+                          f"{rate:,.0f} MB/s{end}")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _inputs(paths: list[str]) -> Iterator[tuple[Path, Path]]:
+    """(input file, path relative to the output root) for files and directory trees."""
+    for p in map(Path, paths):
+        if p.is_dir():
+            for root, dirs, files in os.walk(p):
+                dirs[:] = sorted(d for d in dirs if not is_hidden_name(d))
+                for f in sorted(files):
+                    if not is_hidden_name(f):
+                        full = Path(root) / f
+                        yield full, full.relative_to(p)
+        elif p.is_file():
+            yield p, Path(p.name)
+        else:
+            raise DatasetError(f"{p} does not exist")
+
+
+def _atomic_write(target: Path, force: bool, fill: Callable[[object], None]) -> None:
+    """Write through ``fill(file)`` into a hidden temp file, then rename to ``target``."""
+    if target.exists() and not force:
+        raise DatasetError(f"{target} exists (use --force to replace it)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        with os.fdopen(fd, "wb", buffering=1 << 20) as out:
+            fill(out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _plan_outputs(inputs: list[tuple[Path, Path]], out: str, suffix_fn: Callable[[Path], Path]
+                  ) -> list[tuple[Path, Path]]:
+    """Map inputs to outputs: one file -> OUT may be a file; otherwise OUT is a directory."""
+    out_path = Path(out)
+    single_file = len(inputs) == 1 and not out.endswith(os.sep) and not out_path.is_dir()
+    if single_file:
+        return [(inputs[0][0], out_path)]
+    return [(src, out_path / suffix_fn(rel)) for src, rel in inputs]
+
+
+def _head(path: Path) -> tuple[bytes, int]:
+    with open(path, "rb") as f:
+        return f.read(HEADER_SIZE), os.fstat(f.fileno()).st_size
+
+
+def _providers(paths: list[str]) -> KeyFileProvider:
+    return KeyFileProvider(paths)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    path = write_key_file(args.output, args.key_id, overwrite=args.force)
+    _, kek = read_key_file(path)
+    print(f"wrote key {args.key_id!r} to {path} (mode 0600, key check "
+          f"{key_check_value(kek).hex()})")
+    print("Keep this file private; it is the only way to read data encrypted with it.")
+    return 0
+
+
+def cmd_encrypt(args: argparse.Namespace) -> int:
+    provider = _providers(args.key_file)
+    key_id = args.key_id or (provider.key_ids()[0] if len(provider.key_ids()) == 1 else None)
+    if not key_id:
+        return _fail("several keys loaded: choose one with --key-id")
+    if key_id not in provider.key_ids():
+        return _fail(f"no key with key id {key_id!r} in the key file(s)")
+    inputs = list(_inputs(args.inputs))
+    plan = _plan_outputs(inputs, args.output, lambda rel: rel.with_name(rel.name + FILE_SUFFIX))
+    for src, _ in plan:
+        head, _size = _head(src)
+        if head.startswith(MAGIC):
+            raise DatasetError(f"{src} is already a ppml-aead file")
+    total = sum(src.stat().st_size for src, _ in plan)
+    bar = Progress("encrypt", total, enabled=True if args.progress else None)
+    try:
+        for src, dst in plan:
+            def fill(out: object, src: Path = src) -> None:
+                with open(src, "rb") as f:
+                    encrypt_stream(f, out, provider, key_id, args.chunk_size,  # type: ignore[arg-type]
+                                   source=str(src), progress=bar.update)
+            _atomic_write(dst, args.force, fill)
+    finally:
+        bar.close()
+    print(f"encrypted {len(plan)} file(s), {total / 1e6:,.1f} MB, for key id {key_id!r} -> "
+          f"{args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_decrypt(args: argparse.Namespace) -> int:
+    provider = _providers(args.key_file)
+    inputs = list(_inputs(args.inputs))
+    plan = _plan_outputs(
+        inputs, args.output,
+        lambda rel: rel.with_name(rel.name.removesuffix(FILE_SUFFIX)) if rel.name.endswith(
+            FILE_SUFFIX) else rel.with_name(rel.name + ".plain"))
+    total = sum(src.stat().st_size for src, _ in plan)
+    bar = Progress("decrypt", total, enabled=True if args.progress else None)
+    try:
+        for src, dst in plan:
+            def fill(out: object, src: Path = src) -> None:
+                with open(src, "rb") as f:
+                    decrypt_stream(f, out, provider, source=str(src),  # type: ignore[arg-type]
+                                   progress=bar.update)
+            _atomic_write(dst, args.force, fill)
+    finally:
+        bar.close()
+    print(f"decrypted {len(plan)} file(s) -> {args.output}", file=sys.stderr)
+    return 0
+
+
+def describe_file(path: Path) -> dict[str, object]:
+    """Header facts for ``inspect`` (never key material; the wrapped key is not shown)."""
+    head, size = _head(path)
+    if head.startswith(b"PARE"):
+        return {"file": str(path), "format": "Parquet Modular Encryption (encrypted footer)",
+                "size": size, "note": "key ids are inside the encrypted footer"}
+    if not head.startswith(MAGIC):
+        raise DatasetError(f"{path} is not a ppml-aead/1 file: it looks like "
+                           f"{describe_foreign(head, size)}")
+    header = read_header(path)
+    layout = Layout(header.chunk_size, size)
+    info: dict[str, object] = {"file": str(path), **header.describe(), "size": size}
+    if size >= HEADER_SIZE + 16:
+        info["chunks"] = layout.chunk_count
+        info["plaintext_size"] = layout.plaintext_size
+    return info
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    status = 0
+    results = []
+    for path in args.files:
+        try:
+            results.append(describe_file(Path(path)))
+        except (DatasetError, OSError) as exc:
+            status = 1
+            print(f"ppml-kernel: {_message(exc)}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for info in results:
+            print(info["file"])
+            for k, v in info.items():
+                if k != "file":
+                    print(f"  {k:<15} {v}")
+    return status
+
+
+def cmd_rewrap(args: argparse.Namespace) -> int:
+    old = _providers(args.key_file)
+    new = _providers(args.new_key_file)
+    new_id = args.new_key_id or (new.key_ids()[0] if len(new.key_ids()) == 1 else None)
+    if not new_id:
+        return _fail("several new keys loaded: choose one with --new-key-id")
+    count = 0
+    for src, _ in _inputs(args.inputs):
+        head, _size = _head(src)
+        if head.startswith(b"PARE"):
+            raise DatasetError(f"{src}: Parquet Modular Encryption files keep their keys in the "
+                               "encrypted footer; re-encrypt them (rewrap covers ppml-aead files)")
+        rewrap_file(src, old, new, new_id)
+        count += 1
+    print(f"rewrapped {count} file(s) to key id {new_id!r} (data chunks unchanged)",
+          file=sys.stderr)
+    return 0
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc)
+
+
+def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """User-caused errors: one line on stderr and exit code 1, never a traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return fn(args)
+        except (DatasetError, OSError, ValueError) as exc:
+            return _fail(_message(exc))
+
+    run.__doc__ = fn.__doc__
+    return run
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add keygen, encrypt, decrypt, inspect and rewrap to ``ppml-kernel``."""
+    p = subparsers.add_parser(
+        "keygen", help="create a dataset key file (mode 0600)",
+        description="Create a new random 256-bit dataset key in a key file (JSON, mode 0600).")
+    p.add_argument("key_id", metavar="KEY_ID", help="name of the key (letters, digits, ._:@/+-)")
+    p.add_argument("-o", "--output", required=True, help="key file to create")
+    p.add_argument("--force", action="store_true", help="replace an existing key file")
+    p.set_defaults(func=_guard(cmd_keygen))
+
+    p = subparsers.add_parser(
+        "encrypt", help="encrypt files or directories to ppml-aead/1",
+        description="Encrypt files (directories recursively) with a fresh data key per file, "
+        "wrapped by the key in --key-file.")
+    p.add_argument("inputs", nargs="+", metavar="IN", help="files or directories")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="output file (one input file) or directory")
+    p.add_argument("--key-file", action="append", required=True, metavar="K",
+                   help="key file (repeatable)")
+    p.add_argument("--key-id", help="which key to use when the key files hold several")
+    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
+                   help=f"plaintext bytes per chunk (default {DEFAULT_CHUNK_SIZE})")
+    p.add_argument("--force", action="store_true", help="replace existing outputs")
+    p.add_argument("--progress", action="store_true", help="show progress even for small inputs")
+    p.set_defaults(func=_guard(cmd_encrypt))
+
+    p = subparsers.add_parser(
+        "decrypt", help="decrypt ppml-aead/1 files (data owner only)",
+        description="Decrypt ppml-aead files; an output appears only after every chunk "
+        "authenticated.")
+    p.add_argument("inputs", nargs="+", metavar="IN", help="files or directories")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="output file (one input file) or directory")
+    p.add_argument("--key-file", action="append", required=True, metavar="K",
+                   help="key file (repeatable)")
+    p.add_argument("--force", action="store_true", help="replace existing outputs")
+    p.add_argument("--progress", action="store_true", help="show progress even for small inputs")
+    p.set_defaults(func=_guard(cmd_decrypt))
+
+    p = subparsers.add_parser(
+        "inspect", help="show the header of encrypted files (no key needed)",
+        description="Show header fields: key id, key check value, chunk size, sizes. Never "
+        "key material.")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_guard(cmd_inspect))
+
+    p = subparsers.add_parser(
+        "rewrap", help="re-seal files' data keys under a new key (no re-encryption)",
+        description="Rotate the key of ppml-aead files in place: only the key slot in each "
+        "header changes; data chunks are not rewritten.")
+    p.add_argument("inputs", nargs="+", metavar="PATH", help="files or directories")
+    p.add_argument("--key-file", action="append", required=True, metavar="OLD",
+                   help="key file with the current key (repeatable)")
+    p.add_argument("--new-key-file", action="append", required=True, metavar="NEW",
+                   help="key file with the new key")
+    p.add_argument("--new-key-id", help="which new key when the new key files hold several")
+    p.set_defaults(func=_guard(cmd_rewrap))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ppml_kernel.cli.data ...``: the same commands without the full CLI."""
+    parser = argparse.ArgumentParser(prog="ppml-kernel", description=__doc__.splitlines()[0])
+    register(parser.add_subparsers(title="commands", metavar="COMMAND"))
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Encrypted datasets: the ``ppml-aead/1`` format, keys, and Spark/pandas access.
+
+* :mod:`~ppml_kernel.data.format` - the file format (docs/format.md)
+* :mod:`~ppml_kernel.data.keys` - key providers (key files, the kernel's secret store)
+* :mod:`~ppml_kernel.data.sparkio` - ``read``/``write`` with Spark (pyspark imported lazily)
+* :mod:`~ppml_kernel.data.pandas_io` - small data straight into pandas
+* :mod:`~ppml_kernel.data.spark_source` - the ``ppml`` Spark data source
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ppml_kernel.data.errors import (
+    CorruptFileError,
+    DatasetError,
+    DatasetKeyError,
+    NotEncryptedError,
+    TamperedChunkError,
+    UnknownKeyError,
+    WrongKeyError,
+)
+from ppml_kernel.data.format import (
+    EncryptedFile,
+    decrypt_stream,
+    encrypt_stream,
+    read_header,
+    rewrap_file,
+)
+from ppml_kernel.data.keys import (
+    KeyFileProvider,
+    KeyProvider,
+    SecretStoreProvider,
+    default_provider,
+    generate_kek,
+    import_key_file,
+    write_key_file,
+)
+
+_LAZY = {
+    "read_pandas": "ppml_kernel.data.pandas_io",
+    "write_pandas": "ppml_kernel.data.pandas_io",
+    "read_table": "ppml_kernel.data.pandas_io",
+    "read_spark": ("ppml_kernel.data.sparkio", "read"),
+    "write_spark": ("ppml_kernel.data.sparkio", "write"),
+}
+
+__all__ = [
+    "CorruptFileError",
+    "DatasetError",
+    "DatasetKeyError",
+    "EncryptedFile",
+    "KeyFileProvider",
+    "KeyProvider",
+    "NotEncryptedError",
+    "SecretStoreProvider",
+    "TamperedChunkError",
+    "UnknownKeyError",
+    "WrongKeyError",
+    "decrypt_stream",
+    "default_provider",
+    "encrypt_stream",
+    "generate_kek",
+    "import_key_file",
+    "read_header",
+    "read_pandas",
+    "read_spark",
+    "read_table",
+    "rewrap_file",
+    "write_key_file",
+    "write_pandas",
+    "write_spark",
+]
+
+
+def __getattr__(name: str) -> Any:
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'ppml_kernel.data' has no attribute {name!r}")
+    from importlib import import_module
+
+    module, attr = (target, name) if isinstance(target, str) else target
+    return getattr(import_module(module), attr)

@@ -1,0 +1,150 @@
+"""Read and write encrypted datasets with Spark (the API the magics use).
+
+:func:`read` returns a DataFrame that Spark can prune column by column (see
+:mod:`ppml_kernel.data.late`): ``count()`` counts records without parsing them and a
+query parses only the columns it uses. ``spark.read.format("ppml")`` gives the same
+rows through the plain data source, which parses every column.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ppml_kernel.data.errors import DatasetError
+from ppml_kernel.data.files import choose_split_bytes, file_info, list_files
+from ppml_kernel.data.format import read_header
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import StructType
+
+_registered: set[int] = set()
+
+
+def register(spark: SparkSession) -> None:
+    """Register the ``ppml`` data source with ``spark`` and start the local key broker."""
+    from ppml_kernel.data.broker import start_local_broker
+    from ppml_kernel.data.spark_source import PPMLDataSource
+
+    start_local_broker()
+    if id(spark) not in _registered:
+        spark.dataSource.register(PPMLDataSource)
+        _registered.add(id(spark))
+
+
+def _normalise(options: Mapping[str, Any]) -> dict[str, str]:
+    out = {}
+    for k, v in options.items():
+        if v is None:
+            continue
+        out[k.lower()] = ("true" if v else "false") if isinstance(v, bool) else str(v)
+    return out
+
+
+def _schema(spark: SparkSession, schema: StructType | str) -> StructType:
+    from pyspark.sql.types import StructType
+
+    if isinstance(schema, StructType):
+        return schema
+    return spark.createDataFrame([], schema).schema
+
+
+def check_key(files: Iterable[str], key: str) -> None:
+    """Fail early, naming the file, if a file is not encrypted for key id ``key``."""
+    from ppml_kernel.data.parquet import PME_MAGIC
+
+    for f in files:
+        with open(f, "rb") as fh:
+            if fh.read(4) == PME_MAGIC:
+                continue  # PME keeps its key ids in the encrypted footer
+        kid = read_header(f).key_id
+        if kid != key:
+            raise DatasetError(f"{f} is encrypted for key id {kid!r}, not {key!r}")
+
+
+def read(spark: SparkSession, path: str | os.PathLike[str] | Iterable[str],
+         format: str | None = None, schema: StructType | str | None = None, *,
+         key: str | None = None, **options: Any) -> DataFrame:
+    """A DataFrame over encrypted files (decrypted on executors, columns pruned by Spark).
+
+    ``format``: csv, json, text or parquet (default: from the file names). ``schema``:
+    a StructType or DDL string; inferred from the first file when omitted. ``key``:
+    require every file to be encrypted for this key id. Other options as for
+    ``spark.read.format("ppml")`` (``header``, ``sep``, ``splitBytes``, ``keysource``...).
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql.functions import arrow_udf
+
+    from ppml_kernel.data.late import ColumnFunction, ReadPlan
+    from ppml_kernel.data.spark_source import (
+        REF_COLUMN,
+        arrow_to_spark,
+        infer_arrow_schema,
+        partitions_to_manifest,
+        plan_partitions,
+        resolve_format,
+        spark_to_arrow,
+        table_spec,
+    )
+
+    register(spark)
+    paths = [os.fspath(path)] if isinstance(path, (str, os.PathLike)) else [
+        os.fspath(p) for p in path]
+    opts = _normalise(options)
+    files = list_files(paths)
+    fmt = resolve_format({"format": format or ""}, files)
+    if key:
+        check_key(files, key)
+    if schema is None:
+        spark_schema = arrow_to_spark(infer_arrow_schema(fmt, files, opts))
+    else:
+        spark_schema = _schema(spark, schema)
+    arrow_schema = spark_to_arrow(spark_schema)
+    opts.setdefault("timezone", spark.conf.get("spark.sql.session.timeZone") or "UTC")
+    if "splitbytes" not in opts and fmt != "parquet":
+        total = sum(file_info(f).plaintext_size for f in files)
+        opts["splitbytes"] = str(choose_split_bytes(total, spark.sparkContext.defaultParallelism))
+    partitions = plan_partitions({**opts, "format": fmt}, fmt, files)
+    refs = (
+        spark.read.format("ppml")
+        .options(**opts)
+        .option("format", fmt)
+        .option("mode", "refs")
+        .option("dataschema", spark_schema.json())
+        .option("manifest", partitions_to_manifest(partitions))
+        .load()
+    )
+    key_options = {k: v for k, v in opts.items() if k in ("keysource", "keyfile", "keybroker")}
+    plan = ReadPlan(uuid.uuid4().hex, table_spec(fmt, arrow_schema, opts), tuple(partitions),
+                    key_options)
+    columns = []
+    for field in spark_schema.fields:
+        fn = arrow_udf(ColumnFunction(plan, field.name), field.dataType).asNondeterministic()
+        columns.append(fn(F.col(REF_COLUMN)).alias(field.name))
+    return refs.select(*columns)
+
+
+def write(df: DataFrame, path: str | os.PathLike[str], key: str, format: str = "parquet",
+          mode: str = "errorifexists", **options: Any) -> None:
+    """Write ``df`` encrypted under key id ``key`` (one file per partition)."""
+    from ppml_kernel.data.spark_source import list_data_files
+
+    register(df.sparkSession)
+    target = os.fspath(path)
+    mode = mode.lower()
+    if mode in ("error", "errorifexists") and list_data_files(target):
+        raise DatasetError(f"{target} already holds data; use mode='overwrite' or 'append'")
+    if mode == "ignore" and list_data_files(target):
+        return
+    spark_mode = "overwrite" if mode == "overwrite" else "append"
+    (
+        df.write.format("ppml")
+        .options(**_normalise(options))
+        .option("format", format)
+        .option("key", key)
+        .mode(spark_mode)
+        .save(target)
+    )

@@ -1,0 +1,324 @@
+"""``%ppml load``, ``%ppml save``, ``%%ppml sql`` and ``%ppml keys``: encrypted data in Spark.
+
+Datasets are decrypted only inside the Spark executors (enclaves); the kernel shows
+schemas, results and key ids, never keys. Row caps are always stated under a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from html import escape
+from typing import Any
+
+from ppml_kernel.magics.registry import MagicContext, MagicError, Subcommand
+
+DEFAULT_ROWS = 100
+DEFAULT_OUTPUT_ROWS = 100_000
+_IDENT = re.compile(r"[^0-9A-Za-z_]")
+
+
+def _spark() -> Any:
+    from ppml_kernel.spark.session import get_or_create_session
+
+    return get_or_create_session()
+
+
+def friendly_error(exc: BaseException) -> str:
+    """One line for a failed Spark action: our dataset error if there is one inside."""
+    text = str(exc)
+    m = re.search(r"ppml_kernel\.data\.errors\.(\w+): (.+)", text)
+    if m:
+        return m.group(2).strip()
+    for marker in ("AnalysisException: ", "ParseException: "):
+        if marker in text:
+            text = text.split(marker, 1)[1]
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return first[:500]
+
+
+def _name_from_path(path: str) -> str:
+    base = os.path.basename(os.path.normpath(path))
+    for suffix in (".ppml", ".csv", ".json", ".jsonl", ".txt", ".parquet"):
+        base = base.removesuffix(suffix)
+    name = _IDENT.sub("_", base) or "data"
+    return name if not name[0].isdigit() else f"t_{name}"
+
+
+def _options(pairs: list[str] | None) -> dict[str, str]:
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise MagicError(f"--option expects KEY=VALUE, got {pair!r}")
+        k, v = pair.split("=", 1)
+        out[k.strip()] = v
+    return out
+
+
+class SchemaSummary:
+    """What ``%ppml load`` shows: names, types and where the data came from."""
+
+    def __init__(self, title: str, fields: list[tuple[str, str]], notes: list[str]) -> None:
+        self.title = title
+        self.fields = fields
+        self.notes = notes
+
+    def __repr__(self) -> str:
+        lines = [self.title, *[f"  {n}: {t}" for n, t in self.fields], *self.notes]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        rows = "".join(f"<tr><td><code>{escape(n)}</code></td><td>{escape(t)}</td></tr>"
+                       for n, t in self.fields)
+        notes = "".join(f"<p style='margin:2px 0'>{escape(n)}</p>" for n in self.notes)
+        return (f"<div class='ppml-load'><p><b>{escape(self.title)}</b></p>"
+                f"<table><thead><tr><th>column</th><th>type</th></tr></thead>"
+                f"<tbody>{rows}</tbody></table>{notes}</div>")
+
+
+class ResultTable:
+    """A query result as an HTML table, with the row cap stated under it."""
+
+    def __init__(self, columns: list[str], rows: list[tuple[Any, ...]], capped: bool,
+                 cap: int, bound: str | None) -> None:
+        self.columns = columns
+        self.rows = rows
+        self.capped = capped
+        self.cap = cap
+        self.bound = bound
+
+    def note(self) -> str:
+        n = len(self.rows)
+        if self.capped:
+            text = (f"Showing the first {n} rows: the result has more (row cap {self.cap}; "
+                    "change it with --limit N).")
+        else:
+            text = f"{n} row{'s' if n != 1 else ''}."
+        if self.bound:
+            text += f" Bound to `{self.bound}`."
+        return text
+
+    def __repr__(self) -> str:
+        width = [max([len(c)] + [len(_cell(r[i])) for r in self.rows]) for i, c in
+                 enumerate(self.columns)]
+        lines = [" | ".join(c.ljust(w) for c, w in zip(self.columns, width, strict=True))]
+        lines += [" | ".join(_cell(v).ljust(w) for v, w in zip(r, width, strict=True))
+                  for r in self.rows]
+        return "\n".join([*lines, self.note()])
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{escape(c)}</th>" for c in self.columns)
+        body = "".join("<tr>" + "".join(f"<td>{escape(_cell(v))}</td>" for v in r) + "</tr>"
+                       for r in self.rows)
+        style = "color:#8a4b00;font-weight:bold" if self.capped else "color:#555"
+        return (f"<table class='ppml-sql'><thead><tr>{head}</tr></thead><tbody>{body}</tbody>"
+                f"</table><p class='ppml-rowcap' style='{style}'>{escape(self.note())}</p>")
+
+
+def _cell(v: Any) -> str:
+    return "null" if v is None else str(v)
+
+
+# --------------------------------------------------------------------------- load
+
+
+def _configure_load(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", metavar="PATH", help="encrypted file or directory")
+    p.add_argument("--format", choices=["csv", "json", "text", "parquet"],
+                   help="file format (default: from the file names)")
+    p.add_argument("--key", metavar="NAME", help="require files encrypted for this key id")
+    p.add_argument("--as", dest="view", metavar="VIEW",
+                   help="name of the DataFrame variable and SQL view (default: from PATH)")
+    p.add_argument("--schema", metavar="DDL", help='e.g. "id long, name string" (default: infer)')
+    p.add_argument("--header", action="store_true", help="CSV files start with a header line")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="reader option (sep, nullValue, timezone, splitBytes, ...)")
+
+
+def _run_load(ctx: MagicContext, args: argparse.Namespace) -> object:
+    from ppml_kernel.data import sparkio
+    from ppml_kernel.data.errors import DatasetError
+
+    name = args.view or _name_from_path(args.path)
+    if not name.isidentifier():
+        raise MagicError(f"--as {name!r} is not a valid Python identifier / view name")
+    options = _options(args.option)
+    if args.header:
+        options["header"] = "true"
+    spark = _spark()
+    try:
+        df = sparkio.read(spark, args.path, args.format, args.schema, key=args.key, **options)
+        df.createOrReplaceTempView(name)
+    except DatasetError as exc:
+        raise MagicError(str(exc)) from None
+    except Exception as exc:  # Spark analysis errors (bad schema DDL, ...)
+        raise MagicError(friendly_error(exc)) from None
+    ctx.shell.user_ns[name] = df
+    fields = [(f.name, f.dataType.simpleString()) for f in df.schema.fields]
+    notes = [f"DataFrame variable `{name}` and SQL view `{name}`; decrypted only on the "
+             "Spark executors, column by column as queries need them."]
+    return SchemaSummary(f"Loaded {args.path}", fields, notes)
+
+
+# --------------------------------------------------------------------------- save
+
+
+def _configure_save(p: argparse.ArgumentParser) -> None:
+    p.add_argument("df", metavar="DF", help="name of a Spark (or pandas) DataFrame variable")
+    p.add_argument("path", metavar="PATH", help="output directory")
+    p.add_argument("--key", metavar="NAME", help="key id to encrypt under (default: the only "
+                   "loaded key)")
+    p.add_argument("--format", default="parquet", choices=["csv", "json", "text", "parquet"],
+                   help="parquet (Parquet Modular Encryption, default) or csv/json/text")
+    p.add_argument("--mode", default="errorifexists",
+                   choices=["errorifexists", "overwrite", "append", "ignore"])
+    p.add_argument("--option", action="append", metavar="KEY=VALUE", help="writer option")
+
+
+def _default_key(requested: str | None) -> str:
+    if requested:
+        return requested
+    from ppml_kernel.data.keys import default_provider
+
+    ids = default_provider().key_ids()
+    if len(ids) == 1:
+        return ids[0]
+    if not ids:
+        raise MagicError("no dataset key is loaded: give one to the kernel first "
+                         "(%ppml keys import KEYFILE in simulation)")
+    raise MagicError(f"several keys are loaded ({', '.join(ids)}): choose one with --key")
+
+
+def _run_save(ctx: MagicContext, args: argparse.Namespace) -> object:
+    from ppml_kernel.data import sparkio
+    from ppml_kernel.data.errors import DatasetError
+
+    if args.df not in ctx.shell.user_ns:
+        raise MagicError(f"no variable named {args.df!r}")
+    df = ctx.shell.user_ns[args.df]
+    spark = _spark()
+    if not hasattr(df, "sparkSession"):
+        try:
+            import pandas as pd
+        except ImportError:  # pragma: no cover - pandas is a dependency
+            pd = None
+        if pd is None or not isinstance(df, pd.DataFrame):
+            raise MagicError(f"{args.df!r} is not a Spark or pandas DataFrame")
+        df = spark.createDataFrame(df)
+    key = _default_key(args.key)
+    try:
+        sparkio.write(df, args.path, key, args.format, args.mode, **_options(args.option))
+    except DatasetError as exc:
+        raise MagicError(str(exc)) from None
+    except Exception as exc:
+        raise MagicError(friendly_error(exc)) from None
+    return SchemaSummary(
+        f"Saved {args.df} to {args.path}",
+        [(f.name, f.dataType.simpleString()) for f in df.schema.fields],
+        [f"Encrypted ({args.format}) under key id {key!r}."],
+    )
+
+
+# --------------------------------------------------------------------------- sql
+
+
+def _configure_sql(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", metavar="NAME",
+                   help="also bind the result to NAME as a pandas DataFrame")
+    p.add_argument("--limit", type=int, default=DEFAULT_ROWS, metavar="N",
+                   help=f"rows to show (default {DEFAULT_ROWS})")
+    p.add_argument("--maxrows", type=int, default=DEFAULT_OUTPUT_ROWS, metavar="N",
+                   help=f"row cap for -o (default {DEFAULT_OUTPUT_ROWS})")
+
+
+def _run_sql(ctx: MagicContext, args: argparse.Namespace) -> object:
+    query = (ctx.cell or "").strip()
+    if not query:
+        raise MagicError("the cell is empty: write a SQL query under %%ppml sql")
+    if args.limit < 0 or args.maxrows < 0:
+        raise MagicError("--limit and --maxrows must not be negative")
+    spark = _spark()
+    try:
+        df = spark.sql(query)
+        shown = df.limit(args.limit + 1).collect()
+    except Exception as exc:
+        raise MagicError(friendly_error(exc)) from None
+    capped = len(shown) > args.limit
+    rows = [tuple(r) for r in shown[: args.limit]]
+    bound = None
+    if args.output:
+        if not args.output.isidentifier():
+            raise MagicError(f"-o {args.output!r} is not a valid Python identifier")
+        try:
+            pdf = df.limit(args.maxrows + 1).toPandas()
+        except Exception as exc:
+            raise MagicError(friendly_error(exc)) from None
+        if len(pdf) > args.maxrows:
+            pdf = pdf.iloc[: args.maxrows]
+            ctx.display(f"Note: `{args.output}` holds only the first {args.maxrows} rows "
+                        "(--maxrows).")
+        ctx.shell.user_ns[args.output] = pdf
+        bound = args.output
+    return ResultTable(df.columns, rows, capped, args.limit, bound)
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def _configure_keys(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", nargs="?", choices=["list", "import"], default="list")
+    p.add_argument("keyfile", nargs="?", metavar="KEYFILE",
+                   help="key file to load (simulation and teaching; in production keys "
+                   "arrive through the attested browser channel)")
+
+
+def _run_keys(ctx: MagicContext, args: argparse.Namespace) -> object:
+    from ppml_kernel.data.errors import DatasetError
+    from ppml_kernel.data.keys import default_provider, import_key_file, key_check_value
+    from ppml_kernel.data.secrets import default_store
+
+    if args.action == "import":
+        if not args.keyfile:
+            raise MagicError("usage: %ppml keys import KEYFILE")
+        try:
+            key_id = import_key_file(args.keyfile)
+        except DatasetError as exc:
+            raise MagicError(str(exc)) from None
+    ids = default_provider().key_ids()
+    store = default_store()
+    rows = [(k, key_check_value(store.get(k) or b"\0" * 32).hex()) for k in ids]
+    table = ResultTable(["key id", "key check"], rows, False, len(rows), None)
+    if args.action == "import":
+        ctx.display(f"Loaded key {key_id!r} into the kernel's memory (never shown or stored).")
+    return table
+
+
+SUBCOMMANDS: list[Subcommand] = [
+    Subcommand("load", "Load an encrypted dataset as a Spark DataFrame and SQL view.",
+               _configure_load, _run_load),
+    Subcommand("save", "Write a DataFrame encrypted (Parquet Modular Encryption by default).",
+               _configure_save, _run_save),
+    Subcommand("sql", "Run the cell as Spark SQL; HTML table with a stated row cap; -o NAME.",
+               _configure_sql, _run_sql, cell=True),
+    Subcommand("keys", "List dataset key ids in the kernel (never keys); import a key file.",
+               _configure_keys, _run_keys),
+]
+
+
+def load_ipython_extension(shell: Any) -> None:
+    """``%load_ext ppml_kernel.magics.data``: add these subcommands to ``%ppml``.
+
+    For kernels where this module is not yet listed in
+    ``ppml_kernel.magics.SUBCOMMAND_MODULES`` (a stock IPython kernel, or before the
+    lead wires it in); harmless when it already is.
+    """
+    import ppml_kernel.magics as magics
+    from ppml_kernel.magics import ppml as dispatcher
+
+    if __name__ not in magics.SUBCOMMAND_MODULES:
+        magics.SUBCOMMAND_MODULES = (*magics.SUBCOMMAND_MODULES, __name__)
+    if __name__ not in dispatcher.SUBCOMMAND_MODULES:
+        dispatcher.SUBCOMMAND_MODULES = (*dispatcher.SUBCOMMAND_MODULES, __name__)
+    if "ppml" not in shell.magics_manager.magics.get("line", {}):
+        magics.load_ipython_extension(shell)

@@ -1,0 +1,1 @@
+"""Spark for the kernel: the session, and (cluster issue) attested executors and key broker."""
