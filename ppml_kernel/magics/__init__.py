@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-SUBCOMMAND_MODULES: tuple[str, ...] = ("ppml_kernel.magics.attest",)
+SUBCOMMAND_MODULES: tuple[str, ...] = ("ppml_kernel.magics.attest", "ppml_kernel.magics.spark")
 
 
 def load_ipython_extension(shell: Any) -> None:
