@@ -132,6 +132,32 @@ def test_unwrap_keeps_the_kek_in_the_driver(driver, policy):
         assert client._keks == {}  # the KEK itself never reached the worker
 
 
+def test_writers_wrap_through_the_driver(driver, policy):
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    def wrap(key_id: str, data_key: bytes, context: bytes) -> WrappedKeyFields:
+        nonce = os.urandom(12)
+        return WrappedKeyFields(b"kcv-" + key_id.encode()[:4], nonce,
+                                AESGCM(KEK).encrypt(nonce, data_key, context))
+
+    def unwrap(key_id: str, wrapped: WrappedKeyFields, context: bytes) -> bytes:
+        return AESGCM(KEK).decrypt(wrapped.nonce, wrapped.ciphertext, context)
+
+    with KeyBroker(policy, KeyRing({"kek-1": KEK}), driver, wrapper=wrap,
+                   unwrapper=unwrap) as b:
+        writer = client_for(b, SimulatedAttester(pki_dir=driver.pki_dir), policy)
+        data_key = os.urandom(32)
+        wrapped = writer.wrap_key("kek-1", data_key, b"file header")
+        assert wrapped.key_check == b"kcv-kek-" and data_key not in wrapped.ciphertext
+        reader = client_for(b, SimulatedAttester(pki_dir=driver.pki_dir), policy)
+        assert reader.unwrap_key("kek-1", wrapped, b"file header") == data_key
+        with pytest.raises(KeyRefusedError, match=r"InvalidTag while unwrapping"):
+            reader.unwrap_key("kek-1", wrapped, b"another header")
+        assert writer._keks == {} and reader._keks == {}
+        kinds = [e.reason for e in b.audit.events("grant")]
+        assert kinds == ["wrap", "unwrap"]
+
+
 def test_unwrap_without_dataset_layer_or_key_is_refused(broker, driver, policy):
     client = client_for(broker, SimulatedAttester(pki_dir=driver.pki_dir), policy)
     wrapped = WrappedKeyFields(b"\x01" * 8, b"\x02" * 12, bytes(48))

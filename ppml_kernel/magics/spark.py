@@ -41,7 +41,7 @@ def _connect(ctx: MagicContext, args: argparse.Namespace):
     except Exception as exc:
         raise MagicError(f"the driver cannot attest: {exc}") from None
     try:
-        return connect(
+        session = connect(
             args.master,
             policy=args.policy,
             conf=conf,
@@ -57,6 +57,9 @@ def _connect(ctx: MagicContext, args: argparse.Namespace):
         )
     except ConnectError as exc:
         raise MagicError(str(exc)) from None
+    if ctx.shell is not None:
+        ctx.shell.user_ns["spark"] = session.spark  # as pyspark's shell and sparkmagic do
+    return session
 
 
 def _stop(ctx: MagicContext, args: argparse.Namespace):
@@ -123,7 +126,8 @@ def _no_args(parser: argparse.ArgumentParser) -> None:
 SUBCOMMANDS = [
     Subcommand(
         "spark connect",
-        "Start a hardened Spark session on MASTER and its key broker; attest every executor.",
+        "Start a hardened Spark session (as `spark`) on MASTER with a key broker; "
+        "attest every executor.",
         _connect_args,
         _connect,
     ),

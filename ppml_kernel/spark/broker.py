@@ -71,16 +71,9 @@ class KeyRing:
         return f"<KeyRing names={self.names()!r}>"
 
 
-@dataclass(frozen=True)
-class WrappedKeyFields:
-    """A wrapped data key as the dataset format stores it (same attribute names)."""
-
-    key_check: bytes
-    nonce: bytes
-    ciphertext: bytes
-
-
+WrappedKeyFields = P.WrappedKeyFields
 Unwrapper = Callable[[str, WrappedKeyFields, bytes], bytes]
+Wrapper = Callable[[str, bytes, bytes], Any]  # -> an object with key_check, nonce, ciphertext
 
 
 def dataset_unwrapper(keys: KeySource) -> Unwrapper:
@@ -97,6 +90,22 @@ def dataset_unwrapper(keys: KeySource) -> Unwrapper:
         return unwrap_with_kek(kek, key_id, wrapped, context)
 
     return unwrap
+
+
+def dataset_wrapper(keys: KeySource) -> Wrapper:
+    """Seal a writer's new data key under the KEK held here (the KEK never leaves)."""
+
+    def wrap(key_id: str, data_key: bytes, context: bytes) -> Any:
+        try:
+            from ppml_kernel.data.keys import wrap_with_kek
+        except ImportError:
+            raise LookupError("this driver has no dataset layer to wrap keys") from None
+        kek = keys.get(key_id)
+        if kek is None:
+            raise LookupError(f"no key with key id {key_id!r} in the driver")
+        return wrap_with_kek(kek, key_id, data_key, context)
+
+    return wrap
 
 
 @dataclass(frozen=True)
@@ -166,6 +175,7 @@ class KeyBroker:
         verifier: Verifier | None = None,
         audit: AuditLog | None = None,
         unwrapper: Unwrapper | None = None,
+        wrapper: Wrapper | None = None,
         nonce_ttl: float = 120.0,
         session_ttl: float = 3600.0,
         max_nonces: int = 4096,
@@ -180,6 +190,7 @@ class KeyBroker:
         self._port = port
         self.audit = audit if audit is not None else AuditLog()  # an empty log is falsy
         self.unwrapper = unwrapper or dataset_unwrapper(keys)
+        self.wrapper = wrapper or dataset_wrapper(keys)
         self.nonce_ttl = nonce_ttl
         self.session_ttl = session_ttl
         self.max_nonces = max_nonces
@@ -445,6 +456,7 @@ class KeyBroker:
         """More keys for an attested worker (sealed to the key it attested with)."""
         sid = P.b64d(body.get("session"), "session", size=P.SESSION_ID_SIZE)
         kek_ids, unwraps = _key_requests(body)
+        wraps = _wrap_requests(body)
         with self._lock:
             session = self._sessions.get(sid)
             if session is not None and session.expires < time.time():
@@ -454,11 +466,12 @@ class KeyBroker:
             return 401, {"error": "unknown or expired session; attest again", "reattest": True}
         req = _identity(body.get("identity"), peer)
         req.name = session.executor  # the attested identity, not the new claim
-        grants, refused = self._grant(session, req, kek_ids, unwraps)
+        grants, refused = self._grant(session, req, kek_ids, unwraps, wraps)
         return 200, {"grants": grants, "refused": refused, "executor": session.executor}
 
     def _grant(self, session: _Session, req: _Request, kek_ids: list[str],
-               unwraps: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
+               unwraps: list[dict[str, Any]], wraps: list[dict[str, Any]] | None = None
+               ) -> tuple[list[dict], list[dict]]:
         grants: list[dict[str, object]] = []
         refused: list[dict[str, object]] = []
         for key_id in kek_ids:
@@ -478,10 +491,17 @@ class KeyBroker:
                                 "reason": _safe_error(exc)})
                 continue
             grants.append(_seal(session, P.KIND_UNWRAP, key_id, data_key, digest))
+        for item in wraps or []:
+            grant, reason = self._wrap_one(session, item)
+            if grant is not None:
+                grants.append(grant)
+            else:
+                refused.append({"kind": P.KIND_WRAP, "key_id": item["key_id"], "reason": reason})
         if grants:
             session.grants += len(grants)
             self.audit.record(
                 AuditEvent(time.time(), GRANT, session.executor, req.peer, True,
+                           reason=", ".join(sorted({str(g["kind"]) for g in grants})),
                            key_ids=tuple(str(g["key_id"]) for g in grants),
                            session=session.id.hex()[:8])
             )
@@ -492,6 +512,23 @@ class KeyBroker:
                            session=session.id.hex()[:8])
             )
         return grants, refused
+
+    def _wrap_one(self, session: _Session, item: dict[str, Any]) -> tuple[dict | None, str]:
+        from cryptography.exceptions import InvalidTag
+
+        key_id, context = item["key_id"], item["context"]
+        try:
+            data_key = session.aead.decrypt(item["nonce"], item["sealed"],
+                                            P.wrap_request_aad(session.id, key_id, context))
+        except InvalidTag:
+            return None, "the data key to wrap does not authenticate under this session"
+        try:
+            wrapped = self.wrapper(key_id, data_key, context)
+        except Exception as exc:  # the dataset layer's errors name the key, not its bytes
+            return None, _safe_error(exc)
+        value = P.pack_wrapped(bytes(wrapped.key_check), bytes(wrapped.nonce),
+                               bytes(wrapped.ciphertext))
+        return _seal(session, P.KIND_WRAP, key_id, value, item["digest"]), ""
 
     # -- dispatch and reports -----------------------------------------------------
     def dispatch(self, path: str, body: dict[str, Any], peer: str) -> tuple[int, dict[str, object]]:
@@ -592,6 +629,23 @@ def _key_requests(body: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]
         parsed.append({"key_id": key_id, "wrapped": wrapped, "context": context,
                        "digest": digest})
     return kek_ids, parsed
+
+
+def _wrap_requests(body: dict[str, Any]) -> list[dict[str, Any]]:
+    items = body.get("wrap") or []
+    if not isinstance(items, list) or len(items) > P.MAX_KEYS_PER_REQUEST:
+        raise P.ProtocolError(f"'wrap' must be a list of at most {P.MAX_KEYS_PER_REQUEST}")
+    parsed = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise P.ProtocolError(f"wrap[{i}] must be an object")
+        key_id = P.check_key_id(item.get("key_id"))
+        nonce = P.b64d(item.get("nonce"), f"wrap[{i}].nonce", size=12)
+        sealed = P.b64d(item.get("sealed"), f"wrap[{i}].sealed", max_size=1024)
+        context = P.b64d(item.get("context", ""), f"wrap[{i}].context", max_size=4096)
+        parsed.append({"key_id": key_id, "nonce": nonce, "sealed": sealed, "context": context,
+                       "digest": P.wrap_digest(key_id, nonce, sealed, context)})
+    return parsed
 
 
 def _load_public_key(raw: bytes) -> Any:

@@ -551,6 +551,7 @@ def connect(
         settings.update({
             f"spark.executorEnv.{P.ENV_BROKER}": broker.address,
             f"spark.executorEnv.{P.ENV_BROKER_ID}": broker.fingerprint,
+            f"spark.executorEnv.{P.ENV_KEYSOURCE}": P.KEYSOURCE_NAME,
             f"spark.executorEnv.{P.ENV_DRIVER_POLICY}": json.dumps(drv_policy.to_dict(),
                                                                    sort_keys=True),
         })

@@ -8,7 +8,7 @@ sealed to that worker key. Before opening them it verifies the driver's quote ov
 the broker key with ``$PPML_DRIVER_POLICY``. Keys stay in this process's memory only:
 never in the environment, a file, a log line or an exception message.
 
-Where the broker is: ``$PPML_KEY_BROKER`` (``host:port``), set by the driver through
+Where the broker is: ``$PPML_CLUSTER_BROKER`` (``host:port``), set by the driver through
 ``spark.executorEnv``. A refusal raises :class:`KeyRefusedError` naming this executor
 and the broker's reason, which Spark shows as the task's (and the job's) error.
 """
@@ -139,6 +139,7 @@ class KeyClient:
     _session: _Session | None = None
     _keks: dict[str, bytes] = field(default_factory=dict, repr=False)
     _data_keys: dict[bytes, bytes] = field(default_factory=dict, repr=False)
+    _wrapped: dict[bytes, P.WrappedKeyFields] = field(default_factory=dict, repr=False)
     _verified_brokers: set[bytes] = field(default_factory=set, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
@@ -176,6 +177,39 @@ class KeyClient:
                 return cached
             self._request([], [item])
             return self._data_keys[digest]
+
+    def wrap_key(self, key_id: str, data_key: bytes, context: bytes) -> P.WrappedKeyFields:
+        """Seal a new data key under the driver's KEK ``key_id`` (for writers).
+
+        The data key travels sealed under this worker's session key; the KEK stays in
+        the driver. Needs a session, so the first call in a process attests.
+        """
+        P.check_key_id(key_id)
+        with self._lock:
+            for attempt in (0, 1):
+                if self._session is None:
+                    self._attest([], [])
+                session = self._session
+                assert session is not None
+                nonce = os.urandom(12)
+                sealed = session.aead.encrypt(nonce, bytes(data_key),
+                                              P.wrap_request_aad(session.id, key_id, context))
+                digest = P.wrap_digest(key_id, nonce, sealed, bytes(context))
+                item = {"key_id": key_id, "nonce": P.b64e(nonce), "sealed": P.b64e(sealed),
+                        "context": P.b64e(bytes(context))}
+                status, body = self._post(
+                    self._connect(), "/v1/keys",
+                    {"session": P.b64e(session.id), "wrap": [item],
+                     "identity": executor_identity(self._tee_kind())},
+                )
+                if status == 401 and attempt == 0:
+                    self._session = None
+                    continue
+                if status != 200:
+                    raise self._refusal(status, body)
+                self._open_grants(session, body, [], [], wrap_digests=[digest])
+                return self._wrapped.pop(digest)
+        raise KeyRefusedError("the key broker keeps rejecting this worker's session")
 
     def probe(self, probe_id: str) -> dict[str, object]:
         """Attest now (no keys) and report the outcome; never raises (for the sweep)."""
@@ -382,7 +416,8 @@ class KeyClient:
         self._verified_brokers.add(broker_key)
 
     def _open_grants(self, session: _Session, answer: dict[str, Any], kek_ids: list[str],
-                     unwraps: list[dict[str, str]]) -> None:
+                     unwraps: list[dict[str, str]],
+                     wrap_digests: tuple[bytes, ...] | list[bytes] = ()) -> None:
         from cryptography.exceptions import InvalidTag
 
         grants = answer.get("grants") or []
@@ -397,7 +432,7 @@ class KeyClient:
             digest = P.b64d(grant.get("digest", ""), "digest", max_size=64)
             nonce = P.b64d(grant.get("nonce"), "nonce", size=12)
             sealed = P.b64d(grant.get("sealed"), "sealed", max_size=4096)
-            if kind not in (P.KIND_KEK, P.KIND_UNWRAP):
+            if kind not in (P.KIND_KEK, P.KIND_UNWRAP, P.KIND_WRAP):
                 continue
             try:
                 value = session.aead.decrypt(nonce, sealed,
@@ -409,14 +444,17 @@ class KeyClient:
                 ) from None
             if kind == P.KIND_KEK:
                 self._keks[key_id] = value
-            else:
+            elif kind == P.KIND_UNWRAP:
                 self._data_keys[digest] = value
+            elif digest in wrap_digests:
+                self._wrapped[digest] = P.unpack_wrapped(value)
         wanted = set(kek_ids) - set(self._keks)
         wanted_digests = {
             P.unwrap_digest(u["key_id"], *(P.b64d(u[f], f) for f in
                                            ("key_check", "nonce", "ciphertext", "context")))
             for u in unwraps
         } - set(self._data_keys)
+        wanted_digests |= set(wrap_digests) - set(self._wrapped)
         if wanted or wanted_digests:
             reasons = [P.clean_text(r.get("reason"), 300) for r in refused if isinstance(r, dict)]
             why = "; ".join(reasons) or "the broker granted fewer keys than asked for"
@@ -453,16 +491,26 @@ def probe(probe_id: str) -> dict[str, object]:
     return client().probe(probe_id)
 
 
-class BrokerKeyProvider:
-    """A dataset key provider for executors: unwraps through the driver, never wraps.
+def wrap_key(key_id: str, data_key: bytes, context: bytes) -> Any:
+    """Seal a writer's new data key under the driver's KEK; returns the dataset layer's
+    ``WrappedKey`` when that layer is installed."""
+    fields = client().wrap_key(key_id, data_key, context)
+    try:
+        from ppml_kernel.data.format import WrappedKey
+    except ImportError:
+        return fields
+    return WrappedKey(fields.key_check, fields.nonce, fields.ciphertext)
 
-    Same ``wrap``/``unwrap`` shape as :class:`ppml_kernel.data.keys.KeyProvider`.
+
+class BrokerKeyProvider:
+    """The dataset layer's key provider on executors: the driver wraps and unwraps.
+
+    Same shape as :class:`ppml_kernel.data.keys.KeyProvider`; KEKs never leave the
+    driver, data keys travel sealed to this worker's attested key.
     """
 
-    def wrap(self, key_id: str, data_key: bytes, context: bytes):
-        from ppml_kernel.data.keys import wrap_with_kek
-
-        return wrap_with_kek(fetch_key(key_id), key_id, data_key, context)
+    def wrap(self, key_id: str, data_key: bytes, context: bytes) -> Any:
+        return wrap_key(key_id, data_key, context)
 
     def unwrap(self, key_id: str, wrapped: Any, context: bytes) -> bytes:
         return unwrap_key(key_id, wrapped, context)
@@ -471,4 +519,9 @@ class BrokerKeyProvider:
         return []
 
     def describe(self) -> str:
-        return f"driver key broker at {os.environ.get(P.ENV_BROKER, '?')}"
+        return f"attested key broker at {os.environ.get(P.ENV_BROKER, '?')}"
+
+
+def attested_key_source(options: Any = None) -> BrokerKeyProvider:
+    """Factory for the dataset layer's key-source hook (``keysource=attested``)."""
+    return BrokerKeyProvider()

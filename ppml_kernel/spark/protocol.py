@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import struct
+from dataclasses import dataclass
 
 VERSION = 1
 WORKER_DOMAIN = b"ppml-kernel key-broker/1 worker\x00"
@@ -39,12 +40,25 @@ MAX_KEYS_PER_REQUEST = 256
 MAX_KEY_ID_CHARS = 128
 MAX_FIELD_CHARS = 128
 
-KIND_KEK = "kek"
-KIND_UNWRAP = "unwrap"
+KIND_KEK = "kek"  # a KEK by id (``fetch_key``)
+KIND_UNWRAP = "unwrap"  # a file's data key, opened by the driver's KEK
+KIND_WRAP = "wrap"  # a new data key, sealed by the driver's KEK (for writers)
+KIND_WRAP_REQUEST = "wrap-request"  # the worker's data key on its way to the broker
 
-ENV_BROKER = "PPML_KEY_BROKER"  # host:port of the driver's broker
-ENV_BROKER_ID = "PPML_KEY_BROKER_ID"  # SHA-256 of the broker key (a hint, checked too)
+ENV_BROKER = "PPML_CLUSTER_BROKER"  # host:port of the driver's broker
+ENV_BROKER_ID = "PPML_CLUSTER_BROKER_ID"  # SHA-256 of the broker key (a hint, checked too)
 ENV_DRIVER_POLICY = "PPML_DRIVER_POLICY"  # JSON policy (or a file path) for the driver
+ENV_KEYSOURCE = "PPML_KEYSOURCE"  # the dataset layer's key-source selector on executors
+KEYSOURCE_NAME = "attested"  # ... and the name this broker's client registers under
+
+
+@dataclass(frozen=True)
+class WrappedKeyFields:
+    """A wrapped data key as the dataset format stores it (same attribute names)."""
+
+    key_check: bytes
+    nonce: bytes
+    ciphertext: bytes
 
 
 class ProtocolError(ValueError):
@@ -121,6 +135,39 @@ def unwrap_digest(key_id: str, key_check: bytes, nonce: bytes, ciphertext: bytes
     for part in (key_id.encode("utf-8"), key_check, nonce, ciphertext, context):
         h.update(_lp(part))
     return h.digest()
+
+
+def wrap_digest(key_id: str, nonce: bytes, sealed: bytes, context: bytes) -> bytes:
+    """Names one wrap request, so the wrapped key answers exactly that request."""
+    h = hashlib.sha256(b"ppml-kernel key-broker/1 wrap\x00")
+    for part in (key_id.encode("utf-8"), nonce, sealed, context):
+        h.update(_lp(part))
+    return h.digest()
+
+
+def wrap_request_aad(session_id: bytes, key_id: str, context: bytes) -> bytes:
+    """AAD of a worker's data key sealed to the broker for wrapping."""
+    return grant_aad(session_id, KIND_WRAP_REQUEST, key_id, hashlib.sha256(context).digest())
+
+
+def pack_wrapped(key_check: bytes, nonce: bytes, ciphertext: bytes) -> bytes:
+    return _lp(key_check) + _lp(nonce) + _lp(ciphertext)
+
+
+def unpack_wrapped(data: bytes) -> WrappedKeyFields:
+    parts, offset = [], 0
+    for _ in range(3):
+        if offset + 4 > len(data):
+            raise ProtocolError("a wrapped key is truncated")
+        (size,) = struct.unpack_from(">I", data, offset)
+        offset += 4
+        if offset + size > len(data):
+            raise ProtocolError("a wrapped key is truncated")
+        parts.append(data[offset:offset + size])
+        offset += size
+    if offset != len(data):
+        raise ProtocolError("a wrapped key has trailing bytes")
+    return WrappedKeyFields(*parts)
 
 
 def check_key_id(value: object) -> str:
