@@ -375,29 +375,26 @@ def sweep(sc: Any, broker: KeyBroker, *, exclude_refused: bool = True, timeout: 
     note = ""
     rdd = sc.parallelize(range(n), n)
     cores = _cores_per_executor(sc, n)
-    sc.setJobGroup(SWEEP_GROUP, "ppml: attestation sweep (one probe per executor)", True)
-    timer = threading.Timer(timeout, lambda: sc.cancelJobGroup(SWEEP_GROUP))
-    timer.daemon = True
-    timer.start()
-    try:
-        try:
-            stage = rdd
-            if cores > 1:
-                from pyspark.resource import ResourceProfileBuilder, TaskResourceRequests
+    deadline = time.monotonic() + timeout
 
-                profile = ResourceProfileBuilder().require(TaskResourceRequests().cpus(cores)).build
-                stage = rdd.withResources(profile)
-            stage.barrier().mapPartitions(_probe_partition(probe_id)).collect()
-        except Exception as exc:  # barrier needs n free slots; fall back to plain tasks
-            note = f"barrier stage failed ({type(exc).__name__}); probed with plain tasks"
-            try:
-                rdd.mapPartitions(_probe_partition(probe_id)).collect()
-            except Exception as exc2:
-                note += f"; the probe job failed too ({type(exc2).__name__})"
-    finally:
-        timer.cancel()
-        sc.setLocalProperty("spark.jobGroup.id", None)
-        sc.setLocalProperty("spark.job.description", None)
+    def barrier() -> None:
+        stage = rdd
+        if cores > 1:
+            from pyspark.resource import ResourceProfileBuilder, TaskResourceRequests
+
+            profile = ResourceProfileBuilder().require(TaskResourceRequests().cpus(cores)).build
+            stage = rdd.withResources(profile)
+        stage.barrier().mapPartitions(_probe_partition(probe_id)).collect()
+
+    try:
+        _run_limited(sc, barrier, deadline - time.monotonic())
+    except Exception as exc:  # barrier needs n free slots; fall back to plain tasks
+        note = f"barrier stage failed ({type(exc).__name__}); probed with plain tasks"
+        try:
+            _run_limited(sc, lambda: rdd.mapPartitions(_probe_partition(probe_id)).collect(),
+                         max(5.0, deadline - time.monotonic()))
+        except Exception as exc2:
+            note += f"; the probe job failed too ({type(exc2).__name__})"
     rows = broker.attestations(probe_id)
     seen = {r.executor_id for r in rows}
     missing = [i for i in ids if i not in seen and not (i == "driver" and rows)]
@@ -411,6 +408,21 @@ def sweep(sc: Any, broker: KeyBroker, *, exclude_refused: bool = True, timeout: 
                 report.excluded.append(bad)
     report.seconds = time.monotonic() - t0
     return report
+
+
+def _run_limited(sc: Any, job: Any, seconds: float) -> None:
+    """Run ``job`` in the sweep's job group; cancel it if it runs past ``seconds``."""
+    sc.setJobGroup(SWEEP_GROUP, "ppml: attestation sweep (one probe per executor)", True)
+    timer = threading.Timer(max(0.0, seconds), lambda: sc.cancelJobGroup(SWEEP_GROUP))
+    timer.daemon = True
+    timer.start()
+    try:
+        job()
+    finally:
+        timer.cancel()
+        sc.setLocalProperty("spark.jobGroup.id", None)
+        sc.setLocalProperty("spark.job.description", None)
+        sc.setLocalProperty("spark.job.interruptOnCancel", None)
 
 
 def _kill_executor(sc: Any, executor_id: str) -> bool:
