@@ -303,3 +303,42 @@ def test_rogue_host_is_refused_named_and_excluded(cluster, pki, base, dataset):
             session.stop()
     finally:
         cluster.stop_worker(rogue)
+
+
+# -- the dataset layer's `ppml` data source on the attested cluster -------------------
+
+
+def test_ppml_data_source_reads_and_writes_through_the_broker(cluster, pki, base):
+    """Encrypted write and read with the dataset layer, keys only via the attested broker.
+
+    Needs the dataset layer (``ppml_kernel.data``, issue 4), which lives in another branch
+    until the merge; with it, executors select this broker via ``PPML_KEYSOURCE=attested``.
+    """
+    sparkio = pytest.importorskip("ppml_kernel.data.sparkio", reason="dataset layer not merged")
+    import importlib
+
+    import pandas as pd
+
+    from ppml_kernel.spark.connect import connect
+
+    kek = importlib.import_module("ppml_kernel.data.keys").generate_kek()
+    default_store = importlib.import_module("ppml_kernel.data.secrets").default_store
+    default_store().put("cluster-sales", kek)
+    session = connect(cluster.master_url, attester=attester(pki))
+    try:
+        spark = session.spark
+        frame = pd.DataFrame({"id": range(3000), "grp": [f"g{i % 7}" for i in range(3000)],
+                              "v": [i * 0.5 for i in range(3000)]})
+        target = base / "ppml-sales"
+        sparkio.write(spark.createDataFrame(frame).repartition(3), target, key="cluster-sales",
+                      format="csv")
+        back = sparkio.read(spark, target, format="csv", schema="id long, grp string, v double")
+        got = {r["grp"]: r["s"] for r in back.groupBy("grp").agg({"v": "sum"})
+               .withColumnRenamed("sum(v)", "s").collect()}
+        assert got == frame.groupby("grp")["v"].sum().to_dict()
+        kinds = {g.reason for g in session.broker.audit.events("grant")}
+        assert {"wrap", "unwrap"} <= kinds  # the KEK itself was never granted
+        assert not _files_containing(target, _forms(kek))
+    finally:
+        session.stop()
+        default_store().delete("cluster-sales")
