@@ -19,7 +19,10 @@ from html import escape
 from pathlib import Path
 
 LOGGER = logging.getLogger("ppml_kernel.spark.audit")
-LOGGER.addHandler(logging.NullHandler())  # silent unless the deployment configures logging
+# Silent unless a deployment attaches a handler to this logger (or passes an audit file):
+# refusals must not spill into notebook output through the root logger.
+LOGGER.addHandler(logging.NullHandler())
+LOGGER.propagate = False
 
 ATTEST = "attest"
 PROBE = "probe"

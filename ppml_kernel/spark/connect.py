@@ -500,6 +500,7 @@ def connect(
     sweep_timeout: float = 60.0,
     app_name: str = "ppml",
     audit_path: str | os.PathLike[str] | None = None,
+    log_level: str = "ERROR",
 ) -> ClusterSession:
     """Start the key broker and a hardened SparkSession on ``master``; sweep the executors.
 
@@ -581,6 +582,7 @@ def connect(
                 _hold_secret(SparkContext._jvm, secret)
                 spark_conf.set(AUTH_SECRET, SECRET_PLACEHOLDER)
             sc = SparkContext(conf=spark_conf)
+            sc.setLogLevel(log_level)
             spark = SparkSession.builder.getOrCreate()
             session_seconds = time.perf_counter() - t1
         except Exception as exc:

@@ -52,6 +52,7 @@ def driver_settings(spark_version: str, master: str) -> dict[str, str]:
     """The hardened application settings (without the secret) for ``master``."""
     settings = dict(RPC_SETTINGS)
     settings.update({IO_ENCRYPTION: "true", UI_ENABLED: "false", EVENT_LOG: "false"})
+    settings["spark.ui.showConsoleProgress"] = "false"  # no progress bars in notebook output
     if _version_at_least(spark_version, 4, 1):
         settings[UNIX_SOCKET] = "true"
     return settings
