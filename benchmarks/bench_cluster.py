@@ -122,6 +122,8 @@ def main() -> int:
     cold: list[float] = []
     with LocalCluster(2, cores=1, directory=work / "spark",
                       worker_env={"PPML_TEE": "simulated", "PPML_SIM_PKI_DIR": str(pki)}) as c:
+        # Warm-up, not timed: the first session in a process also starts the py4j JVM.
+        run_plain(c, attester, keys)
         for i in range(args.rounds):
             order = ("plain", "attested") if i % 2 == 0 else ("attested", "plain")
             for name in order:
