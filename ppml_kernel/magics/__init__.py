@@ -11,6 +11,8 @@ from typing import Any
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "ppml_kernel.magics.attest",
     "ppml_kernel.magics.secret",
+    "ppml_kernel.magics.data",
+    "ppml_kernel.magics.spark",
 )
 
 
