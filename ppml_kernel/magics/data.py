@@ -31,6 +31,9 @@ def friendly_error(exc: BaseException) -> str:
     m = re.search(r"ppml_kernel\.data\.errors\.(\w+): (.+)", text)
     if m:
         return m.group(2).strip()
+    m = re.search(r"KeyAccessDeniedException: (.+)", text)
+    if m:  # Spark's own Parquet reader, keys from the broker
+        return m.group(1).strip()
     for marker in ("AnalysisException: ", "ParseException: "):
         if marker in text:
             text = text.split(marker, 1)[1]
