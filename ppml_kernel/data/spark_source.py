@@ -309,10 +309,8 @@ class PPMLWriter(DataSourceArrowWriter):
         self.job = uuid.uuid4().hex[:12]
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise DatasetError(f"{self.path} exists and is not a directory")
-        mode = (options.get("savemode") or "").lower()
-        if mode in ("error", "errorifexists") and _has_data(self.path):
-            raise DatasetError(f"{self.path} already holds data; use mode('overwrite') or "
-                               "mode('append')")
+        # Spark allows only append and overwrite for Python data sources; sparkio.write
+        # adds errorifexists and ignore on top.
         os.makedirs(self.path, exist_ok=True)
 
     def write(self, iterator: Iterator[pa.RecordBatch]) -> PPMLCommit:
@@ -371,6 +369,3 @@ def list_data_files(path: str) -> list[str]:
     except DatasetError:
         return []
 
-
-def _has_data(path: str) -> bool:
-    return os.path.isdir(path) and bool(list_data_files(path))
