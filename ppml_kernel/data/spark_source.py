@@ -13,7 +13,7 @@ Writing::
 Formats: ``csv``, ``json`` (JSON Lines), ``text`` (one ``value`` column) in
 ``ppml-aead/1`` files, and ``parquet`` (Parquet Modular Encryption, or Parquet wrapped
 in ppml-aead). Line formats are split on chunk boundaries into partitions of about
-``splitBytes`` (default: about three per core, computed by the loader, 32 MiB here).
+``splitBytes`` (default 32 MiB here; the loader uses two splits per core).
 
 Keys never travel in options: ``read()`` and ``write()`` run on executors and ask the
 key source named by the ``keysource`` option (:mod:`ppml_kernel.data.keysource`).
