@@ -76,6 +76,7 @@ def test_plain_python_and_ppml_status(kernel):
     text = status.text()
     assert "SIMULATED" in text and "PASSED" in text
     assert "MRENCLAVE" in text and "simulated" in text
+    assert "browser sessions" in text and "none yet" in text
     assert "<table" in text  # HTML report for notebooks
     attest = execute(kc, "%ppml attest --nonce 00112233")
     assert "PASSED" in attest.text() and "report_data" in attest.text()
@@ -101,8 +102,14 @@ def test_bad_magic_input_is_an_error_line_not_a_traceback(kernel):
 
 def test_interrupt_restart_shutdown(kernel):
     km, kc = kernel
-    msg_id = kc.execute("import time\nfor _ in range(600): time.sleep(0.1)")
-    time.sleep(1.5)
+    msg_id = kc.execute(
+        "import time\nprint('started', flush=True)\nfor _ in range(600): time.sleep(0.1)"
+    )
+    while True:  # interrupt only once the cell is really running (machines are loaded)
+        msg = kc.get_iopub_msg(timeout=60)
+        if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
+            break
+    time.sleep(0.3)
     km.interrupt_kernel()
     while True:
         reply = kc.get_shell_msg(timeout=30)

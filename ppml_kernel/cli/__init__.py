@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ppml_kernel.cli.verify",
     "ppml_kernel.cli.sim",
     "ppml_kernel.cli.occlum",
+    "ppml_kernel.cli.data",
 )
 
 

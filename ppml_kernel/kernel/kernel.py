@@ -17,6 +17,13 @@ from ppml_kernel.tee import Attester, get_attester
 from ppml_kernel.tee.factory import requested_kind
 
 
+def _collateral_for(quote: bytes) -> str:
+    """Collateral for a hardware quote, from Intel PCS or ``$PPML_PCCS_URL`` (cached)."""
+    from ppml_kernel.attestation.collateral import CollateralClient
+
+    return CollateralClient().for_quote(quote).text
+
+
 class PPMLKernel(IPythonKernel):
     """An IPython kernel that knows which TEE it runs in and can prove it."""
 
@@ -27,8 +34,17 @@ class PPMLKernel(IPythonKernel):
         super().__init__(**kwargs)
         self.tee_kind = requested_kind()
         self._attester: Attester | None = None
+        from ppml_kernel.channel.jupyter import install as install_channel
         from ppml_kernel.magics import load_ipython_extension
 
+        # The browser's attested channel: comm target plus control-channel route, and
+        # getpass() through it. Quotes are made per browser request, never at start.
+        install_channel(
+            self,
+            attester=lambda: self.attester,
+            collateral_provider=_collateral_for,
+            kernel_info={"implementation": self.implementation, "version": __version__},
+        )
         load_ipython_extension(self.shell)
 
     @property

@@ -56,5 +56,5 @@ def install(
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "kernel.json").write_text(json.dumps(spec, indent=2) + "\n")
         return KernelSpecManager().install_kernel_spec(
-            tmp, kernel_name=name, user=user, prefix=prefix, replace=True
+            tmp, kernel_name=name, user=user, prefix=prefix
         )

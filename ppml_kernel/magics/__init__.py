@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-SUBCOMMAND_MODULES: tuple[str, ...] = ("ppml_kernel.magics.attest",)
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "ppml_kernel.magics.attest",
+    "ppml_kernel.magics.secret",
+    "ppml_kernel.magics.data",
+    "ppml_kernel.magics.spark",
+)
 
 
 def load_ipython_extension(shell: Any) -> None:

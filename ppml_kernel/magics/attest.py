@@ -80,7 +80,22 @@ def _status(ctx: MagicContext, args: argparse.Namespace) -> StatusReport:
     for key, value in attester.describe().items():
         if key not in ("kind", "simulated"):
             facts[key] = value
+    facts["browser sessions"] = _browser_sessions(ctx)
     return StatusReport(facts, check, check.nonce.hex())
+
+
+def _browser_sessions(ctx: MagicContext) -> str:
+    """How many browsers verified this enclave (the channel, if the kernel has one)."""
+    from ppml_kernel.channel.jupyter import manager_of
+
+    manager = manager_of(ctx.kernel) if ctx.kernel is not None else None
+    if manager is None:
+        return "no attested channel in this kernel"
+    sessions = manager.status()["sessions"]
+    ready = sum(1 for s in sessions if s["state"] == "ready")
+    if not sessions:
+        return "none yet (open the notebook in JupyterLab with the ppml extension)"
+    return f"{ready} verified of {len(sessions)} opened"
 
 
 def _attest(ctx: MagicContext, args: argparse.Namespace):

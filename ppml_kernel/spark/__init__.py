@@ -1,1 +1,33 @@
-"""Spark for the kernel: the session, and (cluster issue) attested executors and key broker."""
+"""Spark on attested executors: hardened sessions, key broker, local clusters.
+
+Nothing here imports pyspark until a session is actually made.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_LAZY = {
+    "connect": "ppml_kernel.spark.connect",
+    "current": "ppml_kernel.spark.connect",
+    "stop": "ppml_kernel.spark.connect",
+    "status": "ppml_kernel.spark.connect",
+    "ClusterSession": "ppml_kernel.spark.connect",
+    "ConnectError": "ppml_kernel.spark.connect",
+    "KeyBroker": "ppml_kernel.spark.broker",
+    "KeyRing": "ppml_kernel.spark.broker",
+    "LocalCluster": "ppml_kernel.spark.localcluster",
+    "fetch_key": "ppml_kernel.spark.keyclient",
+    "unwrap_key": "ppml_kernel.spark.keyclient",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    return getattr(import_module(module), name)

@@ -1,0 +1,300 @@
+/**
+ * Widgets: the status badge (status bar and notebook toolbar), the report panel and the
+ * dialogs (secret prompt, simulated-enclave approval, unsolicited secret).
+ * Plain DOM with textContent everywhere: nothing from the kernel is ever parsed as HTML.
+ */
+
+import { Dialog } from '@jupyterlab/apputils';
+import { Widget } from '@lumino/widgets';
+
+import { Approval, AttestationState, KernelAttestation, Phase, SecretRequest } from './attestation';
+
+const PHASE_CLASS: Record<Phase, string> = {
+  'not-ppml': 'ppml-hidden',
+  verifying: 'ppml-verifying',
+  'needs-approval': 'ppml-simulated',
+  verified: 'ppml-verified',
+  simulated: 'ppml-simulated',
+  failed: 'ppml-failed'
+};
+
+const PHASE_ICON: Record<Phase, string> = {
+  'not-ppml': '',
+  verifying: '⏳',
+  'needs-approval': '⚠',
+  verified: '🔒',
+  simulated: '⚠',
+  failed: '✖'
+};
+
+function el<K extends keyof HTMLElementTagNameMap>(tag: K, text?: string, cls?: string): HTMLElementTagNameMap[K] {
+  const node = document.createElement(tag);
+  if (text !== undefined) {
+    node.textContent = text;
+  }
+  if (cls) {
+    node.className = cls;
+  }
+  return node;
+}
+
+/** The one-line badge; follows whatever attestation it is given. */
+export class StatusBadge extends Widget {
+  private attestation: KernelAttestation | undefined;
+
+  constructor(private readonly onOpen: () => void) {
+    super();
+    this.addClass('ppml-status');
+    this.node.setAttribute('role', 'button');
+    this.node.setAttribute('data-ppml-phase', 'none');
+    this.node.addEventListener('click', () => this.onOpen());
+    this.follow(undefined);
+  }
+
+  follow(attestation: KernelAttestation | undefined): void {
+    if (this.attestation !== attestation) {
+      this.attestation?.stateChanged.disconnect(this.render, this);
+      this.attestation = attestation;
+      this.attestation?.stateChanged.connect(this.render, this);
+    }
+    this.render();
+  }
+
+  private render(): void {
+    const state = this.attestation?.state;
+    const phase: Phase = state?.phase ?? 'not-ppml';
+    this.node.className = `lm-Widget ppml-status ${PHASE_CLASS[phase]}`;
+    this.node.setAttribute('data-ppml-phase', state ? phase : 'none');
+    const message = state?.message ?? '';
+    const short = message.length > 90 ? `${message.slice(0, 87)}…` : message;
+    this.node.textContent = state && phase !== 'not-ppml' ? `${PHASE_ICON[phase]} PPML: ${short}` : '';
+    this.node.title = state && phase !== 'not-ppml' ? `${message}\nClick for the full attestation report.` : '';
+  }
+}
+
+function row(table: HTMLTableElement, key: string, value: string, cls?: string): void {
+  const tr = el('tr', undefined, cls);
+  tr.appendChild(el('th', key));
+  const td = el('td');
+  td.appendChild(el('code', value));
+  tr.appendChild(td);
+  table.appendChild(tr);
+}
+
+/** The full report for one kernel's attestation. */
+export class ReportPanel extends Widget {
+  private attestation: KernelAttestation | undefined;
+
+  constructor() {
+    super();
+    this.id = 'ppml-attestation-report';
+    this.title.label = 'PPML attestation';
+    this.title.closable = true;
+    this.addClass('ppml-report');
+    this.follow(undefined);
+  }
+
+  follow(attestation: KernelAttestation | undefined): void {
+    if (this.attestation !== attestation) {
+      this.attestation?.stateChanged.disconnect(this.render, this);
+      this.attestation = attestation;
+      this.attestation?.stateChanged.connect(this.render, this);
+    }
+    this.render();
+  }
+
+  private render(): void {
+    const node = this.node;
+    node.textContent = '';
+    const state: AttestationState | undefined = this.attestation?.state;
+    if (!state || state.phase === 'not-ppml') {
+      node.appendChild(el('p', 'The active notebook does not run on a PPML kernel.'));
+      return;
+    }
+    const banner = el('div', `${PHASE_ICON[state.phase]} ${state.message}`, `ppml-banner ${PHASE_CLASS[state.phase]}`);
+    banner.setAttribute('data-ppml-phase', state.phase);
+    node.appendChild(banner);
+    if (state.phase === 'simulated' || state.phase === 'needs-approval') {
+      node.appendChild(
+        el(
+          'p',
+          'SIMULATED: this quote verifies only against a root that is not Intel\'s. A simulated enclave protects nothing; ' +
+            'the host can read everything the kernel holds. Use it for teaching, demos and tests only.',
+          'ppml-warning'
+        )
+      );
+    }
+    const r = state.report;
+    const general = el('table', undefined, 'ppml-table');
+    row(general, 'Kernel', this.attestation!.kernel.id);
+    if (state.sessionId) {
+      row(general, 'Session', state.sessionId);
+    }
+    if (r) {
+      row(general, 'TEE', r.tee);
+      row(general, 'TCB status', r.status);
+      row(general, 'Advisories', r.advisoryIds.join(', ') || 'none');
+      row(general, 'Platform / QE status', `${r.platformStatus.status} / ${r.qeStatus.status}`);
+      row(general, 'FMSPC', r.fmspc);
+      row(general, 'Trust anchor', `${r.intelRoot ? "Intel SGX Root CA" : 'SIMULATED root'} (SHA-256 ${r.rootSha256})`);
+      row(general, 'Verified at', new Date(r.verifiedAt * 1000).toISOString());
+    }
+    if (state.verifyMs !== undefined) {
+      row(general, 'Verification time in this browser', `${state.verifyMs.toFixed(1)} ms`);
+    }
+    const t = state.evidence?.timings;
+    if (t) {
+      row(general, 'Kernel: quote / handshake', `${t.quote_ms ?? '?'} ms / ${t.handshake_ms ?? '?'} ms`);
+    }
+    if (state.evidence) {
+      row(general, 'Attester', `${String(state.evidence.tee.kind ?? '?')}: ${String(state.evidence.tee.description ?? '')}`);
+    }
+    if (state.intelError) {
+      row(general, 'Intel root', `rejected: ${state.intelError}`);
+    }
+    node.appendChild(el('h3', 'Attestation'));
+    node.appendChild(general);
+    if (state.policy) {
+      node.appendChild(el('h3', 'Policy'));
+      const table = el('table', undefined, 'ppml-table ppml-policy');
+      const head = el('tr');
+      ['Check', 'Expected', 'Actual', ''].forEach(h => head.appendChild(el('th', h)));
+      table.appendChild(head);
+      for (const c of state.policy.checks) {
+        const tr = el('tr', undefined, c.ok ? 'ppml-ok' : 'ppml-mismatch');
+        tr.appendChild(el('th', c.field));
+        tr.appendChild(el('td', c.expected));
+        tr.appendChild(el('td', c.actual));
+        tr.appendChild(el('td', c.ok ? '✔' : '✖ mismatch'));
+        table.appendChild(tr);
+      }
+      node.appendChild(table);
+    }
+    if (r) {
+      node.appendChild(el('h3', 'Measurements'));
+      const table = el('table', undefined, 'ppml-table');
+      for (const [k, v] of Object.entries(r.measurements)) {
+        row(table, k, String(v));
+      }
+      node.appendChild(table);
+    }
+    if (state.errors.length) {
+      node.appendChild(el('h3', 'Rejected channel messages'));
+      const list = el('ul');
+      state.errors.forEach(e => list.appendChild(el('li', e)));
+      node.appendChild(list);
+    }
+  }
+}
+
+/** Dialog body with a password field; the value leaves only through getValue(). */
+class SecretBody extends Widget implements Dialog.IBodyWidget<string> {
+  private input: HTMLInputElement;
+
+  constructor(lines: string[], warning?: string) {
+    super();
+    this.addClass('ppml-secret-body');
+    if (warning) {
+      this.node.appendChild(el('p', warning, 'ppml-warning'));
+    }
+    lines.forEach(l => this.node.appendChild(el('p', l)));
+    this.input = el('input');
+    this.input.type = 'password';
+    this.input.autocomplete = 'off';
+    this.input.spellcheck = false;
+    this.input.className = 'jp-mod-styled ppml-secret-input';
+    this.input.setAttribute('aria-label', 'secret value');
+    this.node.appendChild(this.input);
+  }
+
+  getValue(): string {
+    const v = this.input.value;
+    this.input.value = '';
+    return v;
+  }
+
+  protected onAfterAttach(): void {
+    this.input.focus();
+  }
+}
+
+function trustLine(att: KernelAttestation): [string, string | undefined] {
+  const s = att.state;
+  if (s.phase === 'simulated') {
+    return ['The channel ends in a SIMULATED enclave.', 'SIMULATED enclave: NOT CONFIDENTIAL. The host can read this secret.'];
+  }
+  return [`The channel ends in the verified enclave (${s.message}).`, undefined];
+}
+
+/** Ask for a secret the kernel requested. Resolves to the value, or null if cancelled. */
+export function secretDialog(att: KernelAttestation, request: SecretRequest): { dialog: Dialog<string>; result: Promise<string | null> } {
+  const [line, warning] = trustLine(att);
+  const body = new SecretBody(
+    [request.prompt || `The kernel asks for the secret '${request.name}'.`, `Name: ${request.name}`, line, 'It is encrypted in this browser and readable only inside the enclave.'],
+    warning
+  );
+  const dialog = new Dialog<string>({
+    title: `PPML secret: ${request.name}`,
+    body,
+    buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Send encrypted' })],
+    focusNodeSelector: 'input'
+  });
+  dialog.addClass('ppml-secret-dialog');
+  const result = dialog.launch().then(r => (r.button.accept && r.value !== null ? r.value : null));
+  return { dialog, result };
+}
+
+class UnsolicitedBody extends Widget implements Dialog.IBodyWidget<{ name: string; value: string }> {
+  private nameInput: HTMLInputElement;
+  private valueInput: HTMLInputElement;
+
+  constructor(lines: string[], warning?: string) {
+    super();
+    this.addClass('ppml-secret-body');
+    if (warning) {
+      this.node.appendChild(el('p', warning, 'ppml-warning'));
+    }
+    lines.forEach(l => this.node.appendChild(el('p', l)));
+    this.nameInput = el('input');
+    this.nameInput.placeholder = 'name, e.g. db_password';
+    this.nameInput.className = 'jp-mod-styled ppml-secret-name';
+    this.valueInput = el('input');
+    this.valueInput.type = 'password';
+    this.valueInput.autocomplete = 'off';
+    this.valueInput.placeholder = 'value';
+    this.valueInput.className = 'jp-mod-styled ppml-secret-input';
+    this.node.appendChild(this.nameInput);
+    this.node.appendChild(this.valueInput);
+  }
+
+  getValue(): { name: string; value: string } {
+    const out = { name: this.nameInput.value.trim(), value: this.valueInput.value };
+    this.valueInput.value = '';
+    return out;
+  }
+}
+
+export async function unsolicitedSecretDialog(att: KernelAttestation): Promise<{ name: string; value: string } | null> {
+  const [line, warning] = trustLine(att);
+  const result = await new Dialog({
+    title: 'PPML: send a secret to the kernel',
+    body: new UnsolicitedBody([line, "The kernel keeps it in memory; read it with ppml_kernel.secrets.get('name')."], warning),
+    buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Send encrypted' })]
+  }).launch();
+  return result.button.accept && result.value ? result.value : null;
+}
+
+export async function approveSimulatedDialog(approval: Approval): Promise<boolean> {
+  const body = new Widget();
+  body.addClass('ppml-secret-body');
+  body.node.appendChild(el('p', 'This kernel runs in a SIMULATED enclave. It is NOT confidential: the host, the server and anyone relaying messages may read every secret you send to it.', 'ppml-warning'));
+  body.node.appendChild(el('p', `Intel's root rejected its quote: ${approval.intelError}`));
+  body.node.appendChild(el('p', `It verifies against the simulated root with SHA-256 ${approval.rootSha256} (status ${approval.report.status}).`));
+  body.node.appendChild(el('p', `Allow the simulated enclave for kernel ${approval.kernelId} (teaching, demos, tests)?`));
+  const result = await new Dialog({
+    title: 'Allow a SIMULATED enclave?',
+    body,
+    buttons: [Dialog.cancelButton({ label: 'Keep refusing' }), Dialog.warnButton({ label: 'Allow SIMULATED enclave' })]
+  }).launch();
+  return result.button.accept;
+}

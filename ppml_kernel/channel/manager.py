@@ -1,0 +1,320 @@
+"""All channel sessions of one kernel, and the blocking secret request.
+
+Transport-agnostic: the Jupyter wiring (``channel.jupyter``) hands in each session's
+``send`` callable and feeds received messages in. Messages may arrive on the control
+thread while a cell blocks the main thread in :meth:`ChannelManager.request_secret`;
+the two meet through a lock and a :class:`threading.Event`.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets as _pyrandom
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ppml_kernel.channel import protocol
+from ppml_kernel.channel.protocol import ProtocolError
+from ppml_kernel.channel.session import READY, CollateralProvider, ServerSession
+from ppml_kernel.tee.base import Attester
+
+log = logging.getLogger("ppml_kernel.channel")
+
+Send = Callable[[dict[str, Any]], None]
+SecretSink = Callable[[str, str, str], None]  # (name, value, source) -> None
+
+NO_SESSION_HELP = (
+    "no browser has verified this kernel's enclave yet, so no secret can be sent safely. "
+    "Open the notebook in JupyterLab (or Notebook 7) with the jupyterlab-ppml extension "
+    "installed and wait for its status bar item to show 'verified' (or 'SIMULATED')"
+)
+
+
+class ChannelError(RuntimeError):
+    """A secret could not be obtained; the message says why (never the secret)."""
+
+
+class NoVerifiedSession(ChannelError):
+    pass
+
+
+class SecretTimeout(ChannelError):
+    pass
+
+
+class SecretDeclined(ChannelError):
+    pass
+
+
+@dataclass
+class _Pending:
+    request_id: str
+    name: str
+    event: threading.Event = field(default_factory=threading.Event)
+    value: str | None = None
+    declined: str | None = None
+    answered_by: str | None = None
+
+
+class ChannelManager:
+    """Sessions keyed by transport ref (comm id), plus pending secret requests."""
+
+    def __init__(
+        self,
+        attester: Attester | Callable[[], Attester],
+        collateral_provider: CollateralProvider | None = None,
+        secret_sink: SecretSink | None = None,
+        kernel_info: dict[str, Any] | None = None,
+        max_sessions: int = 8,
+    ) -> None:
+        self._attester_or_factory = attester
+        self._attester: Attester | None = attester if isinstance(attester, Attester) else None
+        self.collateral_provider = collateral_provider
+        self.secret_sink = secret_sink
+        self.kernel_info = kernel_info or {}
+        self.max_sessions = max_sessions
+        self._sessions: OrderedDict[str, tuple[ServerSession, Send]] = OrderedDict()
+        self._pending: dict[str, _Pending] = {}
+        self._lock = threading.RLock()
+        self.errors: list[str] = []  # recent rejected frames (for %ppml status), no secrets
+
+    # ----------------------------------------------------------------- sessions
+    def attester(self) -> Attester:
+        if self._attester is None:
+            factory = self._attester_or_factory
+            assert callable(factory)
+            self._attester = factory()
+        return self._attester
+
+    def on_open(self, ref: str, data: object, send: Send) -> None:
+        """A browser said ``hello`` on a new comm: answer with evidence or an error."""
+        session = ServerSession(ref)
+        try:
+            evidence = session.handshake(
+                data, self.attester(), self.collateral_provider, self.kernel_info
+            )
+        except ProtocolError as exc:
+            self._reject(send, exc.code, str(exc))
+            return
+        except Exception as exc:  # attester failure: say so, keep the kernel alive
+            log.warning("attestation failed: %s", exc)
+            self._reject(send, "attester", f"the enclave could not produce a quote: {exc}")
+            return
+        with self._lock:
+            self._sessions[ref] = (session, send)
+            while len(self._sessions) > self.max_sessions:
+                _, (old, _) = self._sessions.popitem(last=False)
+                old.close()
+        send(evidence)
+
+    def on_message(self, ref: str, data: object) -> None:
+        """A comm message from the browser (any thread)."""
+        with self._lock:
+            entry = self._sessions.get(ref)
+        if entry is None:
+            log.warning("channel message for unknown session %s", ref)
+            return
+        session, send = entry
+        try:
+            kind = protocol.require_type(data, frozenset({protocol.SEALED, protocol.ABORT}))
+            if kind == protocol.ABORT:
+                assert isinstance(data, dict)
+                reason = str(data.get("reason", ""))[:500]
+                session.abort_reason = reason or "no reason given"
+                session.close()
+                log.warning("browser rejected the enclave: %s", session.abort_reason)
+                return
+            inner = session.open(data)
+            self._dispatch(session, send, inner)
+        except ProtocolError as exc:
+            seq = data.get("seq") if isinstance(data, dict) else None
+            self._reject(send, exc.code, str(exc), seq if isinstance(seq, int) else None)
+
+    def on_close(self, ref: str) -> None:
+        with self._lock:
+            entry = self._sessions.pop(ref, None)
+        if entry:
+            entry[0].close()
+
+    def _reject(self, send: Send, code: str, message: str, seq: int | None = None) -> None:
+        with self._lock:
+            self.errors = [*self.errors[-19:], f"{code}: {message}"]
+        try:
+            send(protocol.error_message(code, message, seq))
+        except Exception:  # the transport is gone; nothing to tell
+            log.debug("could not send channel error", exc_info=True)
+
+    def _dispatch(self, session: ServerSession, send: Send, inner: dict[str, Any]) -> None:
+        kind = inner["type"]
+        if kind == protocol.FINISHED:
+            send(session.seal({"type": protocol.READY, "session_id": session.session_id}))
+        elif kind == protocol.SECRET:
+            self._on_secret(session, send, inner)
+        elif kind == protocol.SECRET_DECLINE:
+            request_id = protocol.check_request_id(inner.get("request_id"))
+            reason = str(inner.get("reason") or "cancelled in the browser")[:200]
+            with self._lock:
+                pending = self._pending.get(request_id or "")
+            if pending is not None and not pending.event.is_set():
+                pending.declined = reason
+                pending.answered_by = session.ref
+                pending.event.set()
+
+    def _on_secret(self, session: ServerSession, send: Send, inner: dict[str, Any]) -> None:
+        request_id, name, value = protocol.parse_secret(inner)
+        result: dict[str, Any] = {
+            "type": protocol.SECRET_RESULT,
+            "request_id": request_id,
+            "name": name,
+            "ok": True,
+        }
+        if request_id is not None:
+            with self._lock:
+                pending = self._pending.get(request_id)
+            if pending is None or pending.event.is_set():
+                result.update(ok=False, message="this request is no longer pending")
+            elif pending.name != name:
+                result.update(
+                    ok=False, message=f"the kernel asked for {pending.name!r}, not {name!r}"
+                )
+            else:
+                pending.value = value
+                pending.answered_by = session.ref
+                pending.event.set()
+        elif self.secret_sink is None:
+            result.update(ok=False, message="this kernel does not accept unsolicited secrets")
+        else:
+            try:
+                self.secret_sink(name, value, "browser")
+            except Exception as exc:
+                result.update(
+                    ok=False, message=f"could not store secret {name!r}: {type(exc).__name__}"
+                )
+        send(session.seal(result))
+
+    # ----------------------------------------------------------------- queries
+    def has_session(self, ref: str) -> bool:
+        with self._lock:
+            return ref in self._sessions
+
+    def ready_sessions(self) -> list[ServerSession]:
+        with self._lock:
+            return [s for s, _ in self._sessions.values() if s.state == READY]
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "sessions": [s.describe() for s, _ in self._sessions.values()],
+                "pending": [p.name for p in self._pending.values()],
+                "errors": list(self.errors),
+            }
+
+    # ----------------------------------------------------------------- secrets
+    def request_secret(
+        self,
+        name: str,
+        prompt: str | None = None,
+        timeout: float = 300.0,
+        poll: float = 0.1,
+    ) -> str:
+        """Ask every verified browser for ``name`` and block until one answers.
+
+        Raises :class:`NoVerifiedSession`, :class:`SecretTimeout` or
+        :class:`SecretDeclined`; ``KeyboardInterrupt`` (kernel interrupt) cancels the
+        prompt in the browsers and propagates.
+        """
+        return self.request_secret_from(name, prompt, timeout, poll)[0]
+
+    def request_secret_from(
+        self,
+        name: str,
+        prompt: str | None = None,
+        timeout: float = 300.0,
+        poll: float = 0.1,
+    ) -> tuple[str, dict[str, Any]]:
+        """Like :meth:`request_secret`; also returns the answering browser's verdict."""
+        protocol.check_name(name)
+        targets = self._ready_targets()
+        if not targets:
+            raise NoVerifiedSession(self._why_no_session())
+        pending = _Pending(request_id=_pyrandom.token_hex(8), name=name)
+        with self._lock:
+            self._pending[pending.request_id] = pending
+        request = {
+            "type": protocol.SECRET_REQUEST,
+            "request_id": pending.request_id,
+            "name": name,
+            "prompt": prompt or f"Enter the secret {name!r}",
+            "timeout_s": timeout,
+        }
+        sent = 0
+        for session, send in targets:
+            try:
+                send(session.seal(request))
+                sent += 1
+            except Exception:
+                log.debug("could not send secret request", exc_info=True)
+        if not sent:
+            with self._lock:
+                self._pending.pop(pending.request_id, None)
+            raise NoVerifiedSession(self._why_no_session())
+        reason = "answered"
+        try:
+            deadline = time.monotonic() + timeout
+            while not pending.event.wait(poll):
+                if time.monotonic() >= deadline:
+                    reason = "timed out"
+                    raise SecretTimeout(
+                        f"no secret {name!r} arrived within {timeout:g} s; run the cell again "
+                        "or send it with the command 'PPML: Send a secret to the kernel'"
+                    )
+        except KeyboardInterrupt:
+            reason = "the cell was interrupted"
+            raise
+        finally:
+            with self._lock:
+                self._pending.pop(pending.request_id, None)
+            self._cancel_others(pending, targets, reason)
+        if pending.declined is not None:
+            raise SecretDeclined(f"the secret {name!r} was not entered: {pending.declined}")
+        assert pending.value is not None
+        verdict: dict[str, Any] = {}
+        with self._lock:
+            entry = self._sessions.get(pending.answered_by or "")
+        if entry is not None:
+            verdict = dict(entry[0].verdict)
+        return pending.value, verdict
+
+    def _why_no_session(self) -> str:
+        with self._lock:
+            reasons = [s.abort_reason for s, _ in self._sessions.values() if s.abort_reason]
+        if reasons:
+            return (
+                f"the browser rejected this kernel's enclave ({reasons[-1]}), so it will not "
+                "send secrets; see the PPML status bar item for the full report"
+            )
+        return NO_SESSION_HELP
+
+    def _ready_targets(self) -> list[tuple[ServerSession, Send]]:
+        with self._lock:
+            return [(s, send) for s, send in self._sessions.values() if s.state == READY]
+
+    def _cancel_others(
+        self, pending: _Pending, targets: list[tuple[ServerSession, Send]], reason: str
+    ) -> None:
+        for session, send in targets:
+            if session.ref == pending.answered_by or session.state != READY:
+                continue
+            cancel = {
+                "type": protocol.SECRET_CANCEL,
+                "request_id": pending.request_id,
+                "reason": "answered in another window" if pending.answered_by else reason,
+            }
+            try:
+                send(session.seal(cancel))
+            except Exception:
+                log.debug("could not cancel secret request", exc_info=True)

@@ -1,0 +1,187 @@
+"""Message schemas of ``ppml-attest/1`` (see ``docs/protocol.md``) and their validation.
+
+Every message is a JSON object with a ``type``. Outer messages travel as comm data;
+inner messages travel inside sealed frames. Validation here is strict and names the
+offending field, because the relay (Jupyter server, proxy) is untrusted and malformed
+input must produce a clear error, never a traceback or a half-updated session.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from typing import Any
+
+from ppml_kernel.channel.crypto import NONCE_SIZE, PROTOCOL, PUBLIC_KEY_SIZE
+
+TARGET_NAME = "ppml.attest/1"
+
+# Outer messages (comm data)
+HELLO = "hello"  # browser -> kernel, comm_open data
+EVIDENCE = "evidence"  # kernel -> browser
+SEALED = "sealed"  # both directions
+ABORT = "abort"  # browser -> kernel: verification failed, reason (informative)
+ERROR = "error"  # kernel -> browser: a frame was rejected
+
+# Inner messages (inside sealed frames)
+FINISHED = "finished"  # browser -> kernel, seq 0: the browser verified and accepted
+READY = "ready"  # kernel -> browser, seq 0: key confirmation
+SECRET_REQUEST = "secret_request"  # kernel -> browser
+SECRET = "secret"  # browser -> kernel
+SECRET_DECLINE = "secret_decline"  # browser -> kernel: the user cancelled
+SECRET_RESULT = "secret_result"  # kernel -> browser: stored (or why not)
+SECRET_CANCEL = "secret_cancel"  # kernel -> browser: request no longer pending
+
+B2K_INNER = frozenset({FINISHED, SECRET, SECRET_DECLINE})
+K2B_INNER = frozenset({READY, SECRET_REQUEST, SECRET_RESULT, SECRET_CANCEL})
+
+MAX_FRAME_B64 = 1 << 20  # 1 MiB of base64 is far more than any secret
+MAX_SECRET_BYTES = 64 * 1024
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+
+
+class ProtocolError(ValueError):
+    """A message does not follow ``ppml-attest/1``. ``code`` goes to the browser."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def b64encode(data: bytes) -> str:
+    """Standard base64 with padding (``btoa`` compatible)."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def b64decode(
+    value: object, field: str, size: int | None = None, limit: int = MAX_FRAME_B64
+) -> bytes:
+    """Decode a base64 field strictly, naming ``field`` on failure."""
+    if not isinstance(value, str):
+        raise ProtocolError("malformed", f"field {field!r} must be a base64 string")
+    if len(value) > limit:
+        raise ProtocolError("malformed", f"field {field!r} is too large ({len(value)} characters)")
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError("malformed", f"field {field!r} is not valid base64") from None
+    if size is not None and len(raw) != size:
+        raise ProtocolError("malformed", f"field {field!r} must be {size} bytes, got {len(raw)}")
+    return raw
+
+
+def require_type(msg: object, expected: str | frozenset[str] | None = None) -> str:
+    """Return the message's ``type``, checking it is an object with an expected type."""
+    if not isinstance(msg, dict):
+        raise ProtocolError("malformed", "message must be a JSON object")
+    kind = msg.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError("malformed", "message has no 'type' string")
+    if isinstance(expected, str) and kind != expected:
+        raise ProtocolError("unexpected", f"expected a {expected!r} message, got {kind!r}")
+    if isinstance(expected, frozenset) and kind not in expected:
+        raise ProtocolError("unexpected", f"message type {kind!r} is not allowed here")
+    return kind
+
+
+def parse_hello(msg: object) -> tuple[bytes, bytes]:
+    """Validate a ``hello``; return (nonce, browser_pub)."""
+    require_type(msg, HELLO)
+    assert isinstance(msg, dict)
+    if msg.get("protocol") != PROTOCOL:
+        raise ProtocolError(
+            "unsupported", f"protocol {msg.get('protocol')!r} is not supported (need {PROTOCOL})"
+        )
+    nonce = b64decode(msg.get("nonce"), "nonce", NONCE_SIZE)
+    browser_pub = b64decode(msg.get("browser_pub"), "browser_pub", PUBLIC_KEY_SIZE)
+    return nonce, browser_pub
+
+
+def evidence_message(
+    enclave_pub: bytes,
+    quote: bytes,
+    collateral: str | None,
+    tee: dict[str, Any],
+    kernel: dict[str, Any],
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    """The kernel's answer to ``hello``."""
+    return {
+        "type": EVIDENCE,
+        "protocol": PROTOCOL,
+        "enclave_pub": b64encode(enclave_pub),
+        "quote": b64encode(quote),
+        "collateral": collateral,
+        "tee": tee,
+        "kernel": kernel,
+        "timings": timings,
+    }
+
+
+def parse_sealed(msg: object) -> tuple[int, bytes]:
+    """Validate a ``sealed`` frame; return (seq, ciphertext)."""
+    require_type(msg, SEALED)
+    assert isinstance(msg, dict)
+    seq = msg.get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        raise ProtocolError("malformed", "field 'seq' must be a non-negative integer")
+    return seq, b64decode(msg.get("ct"), "ct")
+
+
+def sealed_message(seq: int, ciphertext: bytes) -> dict[str, Any]:
+    return {"type": SEALED, "seq": seq, "ct": b64encode(ciphertext)}
+
+
+def error_message(code: str, message: str, seq: int | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": ERROR, "code": code, "message": message}
+    if seq is not None:
+        out["seq"] = seq
+    return out
+
+
+def decode_inner(plaintext: bytes, allowed: frozenset[str]) -> dict[str, Any]:
+    """Parse a decrypted frame. Error messages never quote the plaintext (it may be secret)."""
+    try:
+        msg = json.loads(plaintext.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ProtocolError("malformed", "sealed frame does not contain a JSON object") from None
+    require_type(msg, allowed)
+    return msg
+
+
+def encode_inner(msg: dict[str, Any]) -> bytes:
+    return json.dumps(msg, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def check_name(name: object, field: str = "name") -> str:
+    """Secret names are identifiers (they appear in listings, never their values)."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ProtocolError(
+            "malformed",
+            f"field {field!r} must be a name of letters, digits, '_', '.', '-' "
+            "(starting with a letter or '_', at most 64 characters)",
+        )
+    return name
+
+
+def check_request_id(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not REQUEST_ID_RE.match(value):
+        raise ProtocolError("malformed", "field 'request_id' must be null or a short identifier")
+    return value
+
+
+def parse_secret(msg: dict[str, Any]) -> tuple[str | None, str, str]:
+    """Validate an inner ``secret``; return (request_id, name, value)."""
+    request_id = check_request_id(msg.get("request_id"))
+    name = check_name(msg.get("name"))
+    value = msg.get("value")
+    if not isinstance(value, str):
+        raise ProtocolError("malformed", "field 'value' must be a string")
+    if len(value.encode("utf-8")) > MAX_SECRET_BYTES:
+        raise ProtocolError("malformed", f"secret {name!r} is larger than {MAX_SECRET_BYTES} bytes")
+    return request_id, name, value

@@ -1,0 +1,100 @@
+"""Secrets in kernel memory only.
+
+Values arrive through the browser-verified channel (``%ppml secret``, the
+"Send a secret" command, ``getpass.getpass()`` in a PPML kernel). They are never
+written to disk, logged, echoed or put into IPython history by this package; their
+``repr`` hides them, so displaying a :class:`Secret` or the store shows names only.
+What user code does with :func:`get`'s return value is up to the user.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+_HIDDEN = "<hidden>"
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A named secret whose value does not show up in reprs, tracebacks' locals or listings."""
+
+    name: str
+    _value: str = field(repr=False)
+    source: str = "browser"
+    received: float = field(default_factory=time.time)
+
+    def reveal(self) -> str:
+        """The value, for the code that needs it (a password argument, a key)."""
+        return self._value
+
+    def __str__(self) -> str:
+        return _HIDDEN
+
+    def __repr__(self) -> str:
+        return f"Secret(name={self.name!r}, value={_HIDDEN}, source={self.source!r})"
+
+    def __reduce__(self) -> object:
+        raise TypeError("secrets cannot be pickled (they stay in kernel memory)")
+
+
+class SecretStore:
+    """Name -> :class:`Secret`, thread-safe (the control thread writes, cells read)."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, Secret] = {}
+        self._lock = threading.Lock()
+
+    def put(self, name: str, value: str, source: str = "browser") -> Secret:
+        item = Secret(name, value, source)
+        with self._lock:
+            self._items[name] = item
+        return item
+
+    def secret(self, name: str) -> Secret:
+        with self._lock:
+            item = self._items.get(name)
+        if item is None:
+            known = ", ".join(self.names()) or "none yet"
+            raise KeyError(f"no secret named {name!r} (known: {known}); use %ppml secret {name}")
+        return item
+
+    def get(self, name: str) -> str:
+        return self.secret(name).reveal()
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._items)
+
+    def delete(self, name: str) -> bool:
+        with self._lock:
+            return self._items.pop(name, None) is not None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def __contains__(self, name: object) -> bool:
+        with self._lock:
+            return name in self._items
+
+    def __repr__(self) -> str:
+        return f"SecretStore(names={self.names()!r})"
+
+
+STORE = SecretStore()
+"""The kernel's store (one per kernel process)."""
+
+
+def get(name: str) -> str:
+    """The value of secret ``name`` (KeyError with a hint if it was never sent)."""
+    return STORE.get(name)
+
+
+def secret(name: str) -> Secret:
+    return STORE.secret(name)
+
+
+def names() -> list[str]:
+    return STORE.names()

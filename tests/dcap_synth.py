@@ -1,0 +1,641 @@
+"""Test-only DCAP v3 forger: a custom SGX PKI, signed collateral and v3 quotes.
+
+It exists so the verifier tests can cover what real vectors cannot (revoked certificates,
+expired CRLs, every TCB status, QE identity mismatches, ...) with dcap-qvl's
+``verify_with_root_ca`` as the oracle. Every knob is a keyword argument; the private keys
+live only in memory. Not the product's simulated enclave (``ppml_kernel.tee.simulated``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.x509.oid import NameOID
+
+INTEL_QE_VENDOR_ID = bytes.fromhex("939a7233f79c4ca9940a0db3957f0607")
+SGX_EXT = "1.2.840.113741.1.13.1"
+QE_MRSIGNER = bytes.fromhex("8c4f5775d796503e96137f77c68a829a0056ac8ded70140b081b094490c57bff")
+
+
+# --------------------------------------------------------------------------- DER
+def _tlv(tag: int, content: bytes) -> bytes:
+    n = len(content)
+    if n < 0x80:
+        length = bytes([n])
+    else:
+        b = n.to_bytes((n.bit_length() + 7) // 8, "big")
+        length = bytes([0x80 | len(b)]) + b
+    return bytes([tag]) + length + content
+
+
+def der_seq(*items: bytes) -> bytes:
+    return _tlv(0x30, b"".join(items))
+
+
+def der_int(v: int) -> bytes:
+    b = v.to_bytes(max(1, (v.bit_length() + 8) // 8), "big")
+    return _tlv(0x02, b)
+
+
+def der_enum(v: int) -> bytes:
+    return _tlv(0x0A, bytes([v]))
+
+
+def der_octets(b: bytes) -> bytes:
+    return _tlv(0x04, b)
+
+
+def der_oid(dotted: str) -> bytes:
+    parts = [int(p) for p in dotted.split(".")]
+    out = bytes([parts[0] * 40 + parts[1]])
+    for p in parts[2:]:
+        chunk = [p & 0x7F]
+        p >>= 7
+        while p:
+            chunk.append(0x80 | (p & 0x7F))
+            p >>= 7
+        out += bytes(reversed(chunk))
+    return _tlv(0x06, out)
+
+
+def sgx_extension(
+    cpusvn: bytes,
+    pcesvn: int,
+    fmspc: bytes,
+    pce_id: bytes = b"\x00\x00",
+    ppid: bytes = b"\x11" * 16,
+) -> bytes:
+    """Intel's SGX PCK certificate extension (OID 1.2.840.113741.1.13.1)."""
+    tcb = [der_seq(der_oid(f"{SGX_EXT}.2.{i + 1}"), der_int(cpusvn[i])) for i in range(16)]
+    tcb.append(der_seq(der_oid(f"{SGX_EXT}.2.17"), der_int(pcesvn)))
+    tcb.append(der_seq(der_oid(f"{SGX_EXT}.2.18"), der_octets(cpusvn)))
+    return der_seq(
+        der_seq(der_oid(f"{SGX_EXT}.1"), der_octets(ppid)),
+        der_seq(der_oid(f"{SGX_EXT}.2"), der_seq(*tcb)),
+        der_seq(der_oid(f"{SGX_EXT}.3"), der_octets(pce_id)),
+        der_seq(der_oid(f"{SGX_EXT}.4"), der_octets(fmspc)),
+        der_seq(der_oid(f"{SGX_EXT}.5"), der_enum(0)),
+    )
+
+
+# --------------------------------------------------------------------------- helpers
+def ts(unix: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(unix, tz=dt.timezone.utc)
+
+
+def iso(unix: int) -> str:
+    return ts(unix).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_SIGS: dict[tuple[int, bytes], bytes] = {}
+
+
+def raw_sig(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
+    """r||s; memoised so that equal inputs give equal bytes (small test-vector diffs)."""
+    cached = _SIGS.get((id(key), data))
+    if cached is None:
+        r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
+        cached = _SIGS[(id(key), data)] = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    return cached
+
+
+def raw_pub(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )[1:]
+
+
+def name(cn: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, cn),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ppml-kernel tests"),
+            x509.NameAttribute(NameOID.LOCALITY_NAME, "Nowhere"),
+            x509.NameAttribute(NameOID.STATE_OR_PROVINCE_NAME, "NA"),
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "XX"),
+        ]
+    )
+
+
+def pem(cert: x509.Certificate) -> str:
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+# --------------------------------------------------------------------------- PKI
+@dataclass
+class CertSpec:
+    """Knobs for one certificate."""
+
+    not_before: int
+    not_after: int
+    ca: bool | None  # None = no BasicConstraints extension
+    path_length: int | None = None
+    key_usage: str = "ca"  # "ca" (keyCertSign|cRLSign), "sign" (digitalSignature|nonRepudiation)
+    extra_critical_oid: str | None = None
+    serial: int | None = None
+
+
+@dataclass
+class Pki:
+    """Root -> PCK platform CA -> PCK leaf; root -> TCB signing cert."""
+
+    now: int
+    root_key: ec.EllipticCurvePrivateKey = field(
+        default_factory=lambda: ec.generate_private_key(ec.SECP256R1())
+    )
+    ca_key: ec.EllipticCurvePrivateKey = field(
+        default_factory=lambda: ec.generate_private_key(ec.SECP256R1())
+    )
+    tcb_key: ec.EllipticCurvePrivateKey = field(
+        default_factory=lambda: ec.generate_private_key(ec.SECP256R1())
+    )
+    pck_key: ec.EllipticCurvePrivateKey = field(
+        default_factory=lambda: ec.generate_private_key(ec.SECP256R1())
+    )
+    att_key: ec.EllipticCurvePrivateKey = field(
+        default_factory=lambda: ec.generate_private_key(ec.SECP256R1())
+    )
+    root_name: str = "TEST SGX Root CA"
+
+    def __post_init__(self) -> None:
+        self._memo: dict[tuple, Any] = {}
+        year = 365 * 86400
+        self.root = self.make_cert(
+            self.root_name,
+            self.root_key,
+            self.root_name,
+            self.root_key,
+            CertSpec(self.now - 5 * year, self.now + 20 * year, True, None, serial=1),
+        )
+        self.ca = self.make_cert(
+            "TEST SGX PCK Platform CA",
+            self.ca_key,
+            self.root_name,
+            self.root_key,
+            CertSpec(self.now - 4 * year, self.now + 10 * year, True, 0, serial=2),
+        )
+        self.tcb = self.make_cert(
+            "TEST SGX TCB Signing",
+            self.tcb_key,
+            self.root_name,
+            self.root_key,
+            CertSpec(self.now - 4 * year, self.now + 7 * year, False, key_usage="sign", serial=3),
+        )
+        self.leaf_spec = CertSpec(
+            self.now - 2 * year, self.now + 5 * year, False, key_usage="sign", serial=4
+        )
+
+    @property
+    def root_der(self) -> bytes:
+        return self.root.public_bytes(serialization.Encoding.DER)
+
+    def make_cert(
+        self,
+        cn: str,
+        key: ec.EllipticCurvePrivateKey,
+        issuer_cn: str,
+        issuer_key: ec.EllipticCurvePrivateKey,
+        spec: CertSpec,
+        sgx_ext: bytes | None = None,
+    ) -> x509.Certificate:
+        b = (
+            x509.CertificateBuilder()
+            .subject_name(name(cn))
+            .issuer_name(name(issuer_cn))
+            .public_key(key.public_key())
+            .serial_number(spec.serial or x509.random_serial_number())
+            .not_valid_before(ts(spec.not_before))
+            .not_valid_after(ts(spec.not_after))
+        )
+        if spec.ca is not None:
+            b = b.add_extension(x509.BasicConstraints(spec.ca, spec.path_length), critical=True)
+        ca_usage = spec.key_usage == "ca"
+        b = b.add_extension(
+            x509.KeyUsage(
+                digital_signature=not ca_usage,
+                content_commitment=not ca_usage,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=ca_usage,
+                crl_sign=ca_usage,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        b = b.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        if sgx_ext is not None:
+            b = b.add_extension(
+                x509.UnrecognizedExtension(x509.ObjectIdentifier(SGX_EXT), sgx_ext), False
+            )
+            b = b.add_extension(
+                x509.CRLDistributionPoints(
+                    [
+                        x509.DistributionPoint(
+                            [x509.UniformResourceIdentifier("https://pccs.invalid/pckcrl")],
+                            None,
+                            None,
+                            None,
+                        )
+                    ]
+                ),
+                False,
+            )
+        if spec.extra_critical_oid:
+            b = b.add_extension(
+                x509.UnrecognizedExtension(
+                    x509.ObjectIdentifier(spec.extra_critical_oid), b"\x05\x00"
+                ),
+                critical=True,
+            )
+        return b.sign(issuer_key, hashes.SHA256())
+
+    def leaf(
+        self, cpusvn: bytes, pcesvn: int, fmspc: bytes, spec: CertSpec | None = None
+    ) -> x509.Certificate:
+        key = (
+            "leaf",
+            cpusvn,
+            pcesvn,
+            fmspc,
+            repr(spec or self.leaf_spec),
+            id(self.ca),
+            id(self.ca_key),
+        )
+        if key not in self._memo:
+            self._memo[key] = self._leaf(cpusvn, pcesvn, fmspc, spec)
+        return self._memo[key]
+
+    def _leaf(
+        self, cpusvn: bytes, pcesvn: int, fmspc: bytes, spec: CertSpec | None = None
+    ) -> x509.Certificate:
+        return self.make_cert(
+            "TEST SGX PCK Certificate",
+            self.pck_key,
+            "TEST SGX PCK Platform CA",
+            self.ca_key,
+            spec or self.leaf_spec,
+            sgx_extension(cpusvn, pcesvn, fmspc),
+        )
+
+    def crl(
+        self,
+        issuer_cn: str,
+        issuer_key: ec.EllipticCurvePrivateKey,
+        this_update: int,
+        next_update: int,
+        revoked: tuple[int, ...] = (),
+    ) -> bytes:
+        key = ("crl", issuer_cn, id(issuer_key), this_update, next_update, revoked)
+        if key not in self._memo:
+            self._memo[key] = self._crl(issuer_cn, issuer_key, this_update, next_update, revoked)
+        return self._memo[key]
+
+    def _crl(
+        self,
+        issuer_cn: str,
+        issuer_key: ec.EllipticCurvePrivateKey,
+        this_update: int,
+        next_update: int,
+        revoked: tuple[int, ...],
+    ) -> bytes:
+        b = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(name(issuer_cn))
+            .last_update(ts(this_update))
+            .next_update(ts(next_update))
+            .add_extension(x509.CRLNumber(1), False)
+        )
+        for serial in revoked:
+            b = b.add_revoked_certificate(
+                x509.RevokedCertificateBuilder()
+                .serial_number(serial)
+                .revocation_date(ts(this_update))
+                .build()
+            )
+        return b.sign(issuer_key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
+# --------------------------------------------------------------------------- collateral
+def tcb_level(
+    comps: list[int], pcesvn: int, status: str, advisories: list[str] | None = None
+) -> dict:
+    level: dict[str, Any] = {
+        "tcb": {"sgxtcbcomponents": [{"svn": c} for c in comps], "pcesvn": pcesvn},
+        "tcbDate": "2024-03-13T00:00:00Z",
+        "tcbStatus": status,
+    }
+    if advisories:
+        level["advisoryIDs"] = advisories
+    return level
+
+
+def default_tcb_levels() -> list[dict]:
+    return [
+        tcb_level([5] * 16, 13, "UpToDate"),
+        tcb_level([4] * 16, 13, "SWHardeningNeeded", ["INTEL-SA-00615"]),
+        tcb_level([3] * 16, 11, "OutOfDate", ["INTEL-SA-00477", "INTEL-SA-00615"]),
+    ]
+
+
+def qe_level(isvsvn: int, status: str, advisories: list[str] | None = None) -> dict:
+    level: dict[str, Any] = {
+        "tcb": {"isvsvn": isvsvn},
+        "tcbDate": "2024-03-13T00:00:00Z",
+        "tcbStatus": status,
+    }
+    if advisories:
+        level["advisoryIDs"] = advisories
+    return level
+
+
+def tcb_info_json(
+    now: int,
+    fmspc: bytes,
+    levels: list[dict],
+    *,
+    issue: int | None = None,
+    next_update: int | None = None,
+    version: int = 3,
+    ident: str = "SGX",
+) -> str:
+    info = {
+        "id": ident,
+        "version": version,
+        "issueDate": iso(issue if issue is not None else now - 86400),
+        "nextUpdate": iso(next_update if next_update is not None else now + 29 * 86400),
+        "fmspc": fmspc.hex().upper(),
+        "pceId": "0000",
+        "tcbType": 0,
+        "tcbEvaluationDataNumber": 17,
+        "tcbLevels": levels,
+    }
+    if version == 2:
+        del info["id"]
+    return json.dumps(info, separators=(",", ":"))
+
+
+def qe_identity_json(
+    now: int,
+    *,
+    issue: int | None = None,
+    next_update: int | None = None,
+    levels: list[dict] | None = None,
+    mrsigner: bytes = QE_MRSIGNER,
+    isvprodid: int = 1,
+    ident: str = "QE",
+    version: int = 2,
+    miscselect: str = "00000000",
+    miscselect_mask: str = "FFFFFFFF",
+    attributes: str = "11000000000000000000000000000000",
+    attributes_mask: str = "FBFFFFFFFFFFFFFF0000000000000000",
+) -> str:
+    return json.dumps(
+        {
+            "id": ident,
+            "version": version,
+            "issueDate": iso(issue if issue is not None else now - 86400),
+            "nextUpdate": iso(next_update if next_update is not None else now + 29 * 86400),
+            "tcbEvaluationDataNumber": 17,
+            "miscselect": miscselect,
+            "miscselectMask": miscselect_mask,
+            "attributes": attributes,
+            "attributesMask": attributes_mask,
+            "mrsigner": mrsigner.hex().upper(),
+            "isvprodid": isvprodid,
+            "tcbLevels": levels
+            or [qe_level(8, "UpToDate"), qe_level(6, "OutOfDate", ["INTEL-SA-00615"])],
+        },
+        separators=(",", ":"),
+    )
+
+
+# --------------------------------------------------------------------------- quote
+def enclave_report(
+    *,
+    cpusvn: bytes = b"\x05" * 16,
+    miscselect: int = 0,
+    attributes: bytes | None = None,
+    mrenclave: bytes = b"\xaa" * 32,
+    mrsigner: bytes = b"\xbb" * 32,
+    isv_prod_id: int = 0,
+    isv_svn: int = 0,
+    report_data: bytes = b"\x00" * 64,
+) -> bytes:
+    attributes = (
+        attributes if attributes is not None else bytes.fromhex("05000000000000000700000000000000")
+    )
+    body = (
+        cpusvn
+        + struct.pack("<I", miscselect)
+        + b"\x00" * 28
+        + attributes
+        + mrenclave
+        + b"\x00" * 32
+        + mrsigner
+        + b"\x00" * 96
+        + struct.pack("<HH", isv_prod_id, isv_svn)
+        + b"\x00" * 60
+        + report_data
+    )
+    assert len(body) == 384
+    return body
+
+
+def build_quote(
+    pki: Pki,
+    pck_chain_pem: str,
+    isv_report: bytes,
+    *,
+    qe_report_fields: dict[str, Any] | None = None,
+    qe_svn: int = 8,
+    pce_svn: int = 13,
+    user_data: bytes = b"TEST-ONLY".ljust(20, b"\x00"),
+    qe_auth: bytes = bytes(range(32)),
+    bind_qe: bool = True,
+    version: int = 3,
+    vendor_id: bytes = INTEL_QE_VENDOR_ID,
+) -> bytes:
+    header = struct.pack("<HHIHH", version, 2, 0, qe_svn, pce_svn) + vendor_id + user_data
+    signed = header + isv_report
+    att_pub = raw_pub(pki.att_key)
+    qe_fields = {
+        "cpusvn": b"\x05" * 16,
+        "isv_prod_id": 1,
+        "isv_svn": qe_svn,
+        "mrsigner": QE_MRSIGNER,
+        "attributes": bytes.fromhex("11000000000000000000000000000000"),
+        "mrenclave": b"\xcc" * 32,
+    }
+    qe_fields.update(qe_report_fields or {})
+    qe_rd = hashlib.sha256(att_pub + qe_auth).digest() if bind_qe else b"\x00" * 32
+    qe_report = enclave_report(report_data=qe_rd + b"\x00" * 32, **qe_fields)
+    cert_data = pck_chain_pem.encode()
+    auth = (
+        raw_sig(pki.att_key, signed)
+        + att_pub
+        + qe_report
+        + raw_sig(pki.pck_key, qe_report)
+        + struct.pack("<H", len(qe_auth))
+        + qe_auth
+        + struct.pack("<HI", 5, len(cert_data))
+        + cert_data
+    )
+    return signed + struct.pack("<I", len(auth)) + auth
+
+
+@dataclass
+class Scenario:
+    """A complete synthetic case: quote, collateral and the root to verify with."""
+
+    quote: bytes
+    collateral: dict[str, Any]
+    root_der: bytes
+
+
+def scenario(
+    pki: Pki,
+    *,
+    report_data: bytes = b"\x00" * 64,
+    cpusvn: bytes = b"\x05" * 16,
+    pcesvn: int = 13,
+    fmspc: bytes = bytes.fromhex("00906ED50000"),
+    tcb_fmspc: bytes | None = None,
+    levels: list[dict] | None = None,
+    tcb_kwargs: dict[str, Any] | None = None,
+    qe_kwargs: dict[str, Any] | None = None,
+    report_kwargs: dict[str, Any] | None = None,
+    quote_kwargs: dict[str, Any] | None = None,
+    leaf_spec: CertSpec | None = None,
+    pck_crl: tuple[int, int, tuple[int, ...]] | None = None,
+    root_crl: tuple[int, int, tuple[int, ...]] | None = None,
+    swap_tcb_signer: ec.EllipticCurvePrivateKey | None = None,
+) -> Scenario:
+    now = pki.now
+    leaf = pki.leaf(cpusvn, pcesvn, fmspc, leaf_spec)
+    chain = pem(leaf) + pem(pki.ca) + pem(pki.root)
+    report = enclave_report(report_data=report_data, **(report_kwargs or {}))
+    quote = build_quote(pki, chain, report, **(quote_kwargs or {}))
+    tcb_info = tcb_info_json(
+        now, tcb_fmspc or fmspc, levels or default_tcb_levels(), **(tcb_kwargs or {})
+    )
+    qe_identity = qe_identity_json(now, **(qe_kwargs or {}))
+    signer = swap_tcb_signer or pki.tcb_key
+    p_this, p_next, p_revoked = pck_crl or (now - 86400, now + 29 * 86400, ())
+    r_this, r_next, r_revoked = root_crl or (now - 86400, now + 365 * 86400, ())
+    tcb_chain = pem(pki.tcb) + pem(pki.root)
+    collateral = {
+        "pck_crl_issuer_chain": pem(pki.ca) + pem(pki.root),
+        "root_ca_crl": pki.crl(pki.root_name, pki.root_key, r_this, r_next, r_revoked).hex(),
+        "pck_crl": pki.crl("TEST SGX PCK Platform CA", pki.ca_key, p_this, p_next, p_revoked).hex(),
+        "tcb_info_issuer_chain": tcb_chain,
+        "tcb_info": tcb_info,
+        "tcb_info_signature": raw_sig(signer, tcb_info.encode()).hex(),
+        "qe_identity_issuer_chain": tcb_chain,
+        "qe_identity": qe_identity,
+        "qe_identity_signature": raw_sig(signer, qe_identity.encode()).hex(),
+    }
+    return Scenario(quote, collateral, pki.root_der)
+
+
+def verdict(
+    quote: bytes, collateral: dict[str, Any], root_der: bytes | None, now: int
+) -> dict[str, Any]:
+    """dcap-qvl's verdict: {"status", "advisory_ids"} or {"error"}."""
+    import dcap_qvl
+
+    try:
+        col = dcap_qvl.QuoteCollateralV3.from_json(json.dumps(collateral))
+        if root_der is None:
+            r = dcap_qvl.verify(quote, col, now)
+        else:
+            r = dcap_qvl.verify_with_root_ca(quote, col, root_der, now)
+    except ValueError as exc:
+        return {"error": str(exc)}
+    return {"status": r.status, "advisory_ids": list(r.advisory_ids)}
+
+
+class SynthAttester:
+    """An Attester over this test PKI: real v3 quotes with the requested REPORT_DATA."""
+
+    kind = "test-synth"
+    simulated = True
+    description = "test PKI from tests/dcap_synth.py"
+
+    def __init__(self, pki: Pki | None = None, **scenario_kwargs: Any) -> None:
+        import time
+
+        self.pki = pki or Pki(now=int(time.time()))
+        self.scenario_kwargs = scenario_kwargs
+        self._collateral: dict | None = None
+        self.quotes = 0
+
+    def quote(self, report_data: bytes) -> bytes:
+        sc = scenario(self.pki, report_data=report_data, **self.scenario_kwargs)
+        self._collateral = sc.collateral
+        self.quotes += 1
+        return sc.quote
+
+    def collateral(self) -> str | None:
+        return json.dumps(self._collateral)
+
+    def describe(self) -> dict[str, object]:
+        return {"kind": self.kind, "simulated": True, "description": self.description}
+
+
+def _register_attester() -> None:
+    from ppml_kernel.tee.base import Attester
+
+    Attester.register(SynthAttester)
+
+
+_register_attester()
+
+
+_KEYS = ("root_key", "ca_key", "tcb_key", "pck_key", "att_key")
+_CERTS = ("root", "ca", "tcb")
+
+
+def save_pki(pki: Pki, directory: str) -> None:
+    """Persist a test PKI (private keys in clear: test-only, temporary directories only)."""
+    from pathlib import Path
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    for k in _KEYS:
+        (d / f"{k}.pem").write_bytes(
+            getattr(pki, k).private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    for c in _CERTS:
+        (d / f"{c}.pem").write_text(pem(getattr(pki, c)))
+    (d / "now").write_text(str(pki.now))
+
+
+def load_pki(directory: str) -> Pki | None:
+    """A PKI saved by :func:`save_pki`, so a restarted test kernel keeps its root."""
+    from pathlib import Path
+
+    d = Path(directory)
+    if not (d / "now").exists():
+        return None
+    keys = {
+        k: serialization.load_pem_private_key((d / f"{k}.pem").read_bytes(), None) for k in _KEYS
+    }
+    pki = Pki(now=int((d / "now").read_text()), **keys)
+    for c in _CERTS:
+        setattr(pki, c, x509.load_pem_x509_certificate((d / f"{c}.pem").read_bytes()))
+    return pki

@@ -1,0 +1,339 @@
+"""The kernel side of ppml-attest/1 end to end, with the Python reference browser client.
+
+Real parts: a real DCAP v3 quote from the test PKI for every handshake, verified by
+dcap-qvl with that PKI's root; real threads for the blocking secret request.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import dcap_synth
+import pytest
+
+from ppml_kernel.channel import protocol
+from ppml_kernel.channel.client import BrowserClient, dcap_qvl_verifier
+from ppml_kernel.channel.manager import (
+    ChannelManager,
+    NoVerifiedSession,
+    SecretDeclined,
+    SecretTimeout,
+)
+from ppml_kernel.channel.protocol import ProtocolError
+
+NOW = 1767225600
+
+
+@pytest.fixture(scope="module")
+def pki() -> dcap_synth.Pki:
+    return dcap_synth.Pki(now=NOW)
+
+
+class Wire:
+    """What the kernel sent to one browser session (stands in for the comm)."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.cond = threading.Condition()
+
+    def __call__(self, msg: dict[str, Any]) -> None:
+        json.dumps(msg)  # everything must be JSON-serialisable for the comm
+        with self.cond:
+            self.sent.append(msg)
+            self.cond.notify_all()
+
+    def wait_for(self, n: int, timeout: float = 5.0) -> dict[str, Any]:
+        with self.cond:
+            assert self.cond.wait_for(lambda: len(self.sent) >= n, timeout), self.sent
+            return self.sent[n - 1]
+
+
+def connect(
+    manager: ChannelManager, pki: dcap_synth.Pki, ref: str = "comm-1"
+) -> tuple[BrowserClient, Wire]:
+    client = BrowserClient()
+    wire = Wire()
+    manager.on_open(ref, client.hello(), wire)
+    evidence = wire.wait_for(1)
+    assert evidence["type"] == "evidence", evidence
+    finished = client.accept(evidence, dcap_qvl_verifier(pki.root_der, NOW))
+    manager.on_message(ref, finished)
+    assert client.open(wire.wait_for(2))["type"] == "ready"
+    return client, wire
+
+
+def test_handshake_verifies_and_binds(pki: dcap_synth.Pki) -> None:
+    stored: dict[str, str] = {}
+    manager = ChannelManager(
+        dcap_synth.SynthAttester(pki), secret_sink=lambda n, v, s: stored.__setitem__(n, v)
+    )
+    client, wire = connect(manager, pki)
+    assert client.verdict["status"] == "UpToDate"
+    [session] = manager.ready_sessions()
+    assert session.verdict["status"] == "UpToDate"
+    assert session.timings["handshake_ms"] < 20, session.timings
+    manager.on_message(
+        "comm-1",
+        client.seal(
+            {"type": "secret", "request_id": None, "name": "db_password", "value": "s3cr3t"}
+        ),
+    )
+    assert client.open(wire.wait_for(3)) == {
+        "type": "secret_result",
+        "request_id": None,
+        "name": "db_password",
+        "ok": True,
+    }
+    assert stored == {"db_password": "s3cr3t"}
+    assert "s3cr3t" not in json.dumps(manager.status())
+
+
+def test_intel_root_rejects_the_test_pki(pki: dcap_synth.Pki) -> None:
+    manager = ChannelManager(dcap_synth.SynthAttester(pki))
+    client, wire = BrowserClient(), Wire()
+    manager.on_open("c", client.hello(), wire)
+    with pytest.raises(ValueError):
+        client.accept(wire.wait_for(1), dcap_qvl_verifier(None, NOW))
+
+
+def test_substituted_enclave_key_fails_binding(pki: dcap_synth.Pki) -> None:
+    manager = ChannelManager(dcap_synth.SynthAttester(pki))
+    client, wire = BrowserClient(), Wire()
+    manager.on_open("c", client.hello(), wire)
+    evidence = dict(wire.wait_for(1))
+    evidence["enclave_pub"] = protocol.b64encode(BrowserClient().browser_pub)  # a relay's own key
+    with pytest.raises(ProtocolError, match="REPORT_DATA"):
+        client.accept(evidence, dcap_qvl_verifier(pki.root_der, NOW))
+
+
+def test_quote_for_another_browser_fails_binding(pki: dcap_synth.Pki) -> None:
+    manager = ChannelManager(dcap_synth.SynthAttester(pki))
+    victim, wire = BrowserClient(), Wire()
+    manager.on_open("c", victim.hello(), wire)
+    with pytest.raises(ProtocolError, match="REPORT_DATA"):
+        BrowserClient().accept(wire.wait_for(1), dcap_qvl_verifier(pki.root_der, NOW))
+
+
+def test_replay_reorder_and_tamper_are_rejected_and_the_session_survives(
+    pki: dcap_synth.Pki,
+) -> None:
+    stored: dict[str, str] = {}
+    manager = ChannelManager(
+        dcap_synth.SynthAttester(pki), secret_sink=lambda n, v, s: stored.__setitem__(n, v)
+    )
+    client, wire = connect(manager, pki)
+    first = client.seal({"type": "secret", "request_id": None, "name": "a", "value": "1"})
+    second = client.seal({"type": "secret", "request_id": None, "name": "b", "value": "2"})
+    manager.on_message("comm-1", second)  # reordered
+    assert wire.wait_for(3) == {
+        "type": "error",
+        "code": "reorder",
+        "message": "frame 2 arrived out of order (expected 1)",
+        "seq": 2,
+    }
+    tampered = dict(
+        first,
+        ct=protocol.b64encode(
+            bytes([protocol.b64decode(first["ct"], "ct")[0] ^ 1])
+            + protocol.b64decode(first["ct"], "ct")[1:]
+        ),
+    )
+    manager.on_message("comm-1", tampered)
+    assert wire.wait_for(4)["code"] == "decrypt"
+    manager.on_message("comm-1", first)
+    assert client.open(wire.wait_for(5))["ok"] is True
+    manager.on_message("comm-1", first)  # replayed
+    assert wire.wait_for(6)["code"] == "replay"
+    manager.on_message("comm-1", second)
+    assert client.open(wire.wait_for(7))["ok"] is True
+    assert stored == {"a": "1", "b": "2"}
+    assert len(manager.status()["errors"]) == 3
+
+
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        ("not a dict", "malformed"),
+        ({"seq": 0}, "malformed"),
+        ({"type": "sealed", "seq": -1, "ct": ""}, "malformed"),
+        ({"type": "sealed", "seq": 0, "ct": "%%%"}, "malformed"),
+        ({"type": "sealed", "seq": True, "ct": "AAAA"}, "malformed"),
+        ({"type": "secret", "name": "x"}, "unexpected"),
+        ({"type": "sealed", "seq": 1, "ct": "AAAA"}, "reorder"),
+        ({"type": "sealed", "seq": 0, "ct": "AAAA"}, "decrypt"),
+    ],
+)
+def test_malformed_frames_get_clear_errors(pki: dcap_synth.Pki, message: Any, code: str) -> None:
+    manager = ChannelManager(dcap_synth.SynthAttester(pki))
+    client, wire = BrowserClient(), Wire()
+    manager.on_open("c", client.hello(), wire)
+    wire.wait_for(1)
+    manager.on_message("c", message)
+    err = wire.wait_for(2)
+    assert err["type"] == "error" and err["code"] == code, err
+
+
+def test_secret_before_finished_is_refused(pki: dcap_synth.Pki) -> None:
+    manager = ChannelManager(dcap_synth.SynthAttester(pki), secret_sink=lambda *a: None)
+    client, wire = BrowserClient(), Wire()
+    manager.on_open("c", client.hello(), wire)
+    client.accept(wire.wait_for(1), dcap_qvl_verifier(pki.root_der, NOW))  # finished is seq 0 ...
+    manager.on_message(
+        "c", client.seal({"type": "secret", "request_id": None, "name": "x", "value": "v"})
+    )
+    assert wire.wait_for(2)["code"] == "reorder"  # ... and was never sent, so seq 1 is refused
+    assert manager.ready_sessions() == []
+
+
+@pytest.mark.parametrize(
+    "hello",
+    [
+        {"type": "hello", "protocol": "ppml-attest/0", "nonce": "", "browser_pub": ""},
+        {"type": "hello", "protocol": "ppml-attest/1", "nonce": "AAAA", "browser_pub": ""},
+        {
+            "type": "hello",
+            "protocol": "ppml-attest/1",
+            "nonce": protocol.b64encode(bytes(32)),
+            "browser_pub": protocol.b64encode(b"\x04" + bytes(64)),
+        },
+    ],
+)
+def test_bad_hello_is_refused_without_a_quote(pki: dcap_synth.Pki, hello: dict) -> None:
+    attester = dcap_synth.SynthAttester(pki)
+    manager = ChannelManager(attester)
+    wire = Wire()
+    manager.on_open("c", hello, wire)
+    assert wire.wait_for(1)["type"] == "error"
+    assert attester.quotes == 0
+    assert manager.status()["sessions"] == []
+
+
+def test_attester_failure_is_reported(pki: dcap_synth.Pki) -> None:
+    class Broken(dcap_synth.SynthAttester):
+        def quote(self, report_data: bytes) -> bytes:
+            raise OSError("/dev/sgx is not there")
+
+    manager = ChannelManager(Broken(pki))
+    wire = Wire()
+    manager.on_open("c", BrowserClient().hello(), wire)
+    err = wire.wait_for(1)
+    assert err["code"] == "attester" and "/dev/sgx" in err["message"]
+
+
+def test_request_secret_blocks_until_the_browser_answers(pki: dcap_synth.Pki) -> None:
+    manager = ChannelManager(dcap_synth.SynthAttester(pki))
+    client, wire = connect(manager, pki)
+    other, other_wire = connect(manager, pki, "comm-2")
+
+    def browser() -> None:
+        request = client.open(wire.wait_for(3))
+        assert request["type"] == "secret_request" and request["name"] == "db_password"
+        time.sleep(0.2)
+        manager.on_message(
+            "comm-1",
+            client.seal(
+                {
+                    "type": "secret",
+                    "request_id": request["request_id"],
+                    "name": "db_password",
+                    "value": "pw",
+                }
+            ),
+        )
+
+    t = threading.Thread(target=browser)
+    t.start()
+    start = time.monotonic()
+    assert manager.request_secret("db_password", "Password for the DB", timeout=10) == "pw"
+    assert time.monotonic() - start >= 0.2
+    t.join()
+    # The other tab saw the request, then its cancellation.
+    assert other.open(other_wire.wait_for(3))["type"] == "secret_request"
+    cancel = other.open(other_wire.wait_for(4))
+    assert cancel["type"] == "secret_cancel" and "another window" in cancel["reason"]
+    assert client.open(wire.wait_for(4))["ok"] is True
+
+
+def test_request_secret_wrong_name_is_refused(pki: dcap_synth.Pki) -> None:
+    manager = ChannelManager(dcap_synth.SynthAttester(pki))
+    client, wire = connect(manager, pki)
+
+    def browser() -> None:
+        request = client.open(wire.wait_for(3))
+        manager.on_message(
+            "comm-1",
+            client.seal(
+                {
+                    "type": "secret",
+                    "request_id": request["request_id"],
+                    "name": "other",
+                    "value": "x",
+                }
+            ),
+        )
+        result = client.open(wire.wait_for(4))
+        assert result["ok"] is False and "db_password" in result["message"]
+        manager.on_message(
+            "comm-1",
+            client.seal(
+                {
+                    "type": "secret_decline",
+                    "request_id": request["request_id"],
+                    "reason": "Cancelled",
+                }
+            ),
+        )
+
+    t = threading.Thread(target=browser)
+    t.start()
+    with pytest.raises(SecretDeclined, match="Cancelled"):
+        manager.request_secret("db_password", timeout=10)
+    t.join()
+
+
+def test_request_secret_times_out(pki: dcap_synth.Pki) -> None:
+    manager = ChannelManager(dcap_synth.SynthAttester(pki))
+    client, wire = connect(manager, pki)
+    with pytest.raises(SecretTimeout, match=r"0\.3 s"):
+        manager.request_secret("x", timeout=0.3)
+    assert client.open(wire.wait_for(3))["type"] == "secret_request"
+    assert manager.status()["pending"] == []
+
+
+def test_request_secret_without_session_says_why() -> None:
+    manager = ChannelManager(dcap_synth.SynthAttester(dcap_synth.Pki(now=NOW)))
+    with pytest.raises(NoVerifiedSession, match="jupyterlab-ppml"):
+        manager.request_secret("x")
+
+
+def test_aborted_session_is_not_ready(pki: dcap_synth.Pki) -> None:
+    manager = ChannelManager(dcap_synth.SynthAttester(pki))
+    wire = Wire()
+    manager.on_open("c", BrowserClient().hello(), wire)
+    manager.on_message("c", {"type": "abort", "reason": "MRENCLAVE does not match the policy"})
+    [s] = manager.status()["sessions"]
+    assert s["state"] == "closed" and "MRENCLAVE" in s["abort_reason"]
+    assert manager.ready_sessions() == []
+    with pytest.raises(NoVerifiedSession, match=r"rejected this kernel.s enclave \(MRENCLAVE"):
+        manager.request_secret("x")
+
+
+def test_sessions_are_capped(pki: dcap_synth.Pki) -> None:
+    manager = ChannelManager(dcap_synth.SynthAttester(pki), max_sessions=2)
+    for i in range(4):
+        manager.on_open(f"c{i}", BrowserClient().hello(), Wire())
+    assert [s["ref"] for s in manager.status()["sessions"]] == ["c2", "c3"]
+
+
+def test_packaged_intel_root_is_the_pinned_one() -> None:
+    import hashlib
+
+    from ppml_kernel.channel.client import intel_root_der
+
+    assert (
+        hashlib.sha256(intel_root_der()).hexdigest()
+        == "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3"
+    )
