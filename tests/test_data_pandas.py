@@ -91,3 +91,35 @@ def test_key_files(tmp_path):
     assert "SECRET" not in str(info.value) and info.value.__cause__ is None
     with pytest.raises(KeyFileError, match="does not exist"):
         read_key_file(tmp_path / "none.key")
+
+
+def test_keys_sent_as_browser_secrets_are_found_by_key_id(tmp_path):
+    """A key sent with %ppml secret NAME (kept by ppml_kernel.secrets) serves key id NAME."""
+    import base64
+    import json
+
+    from ppml_kernel import secrets as browser
+    from ppml_kernel.data.secrets import default_store, parse_kek_text
+
+    kek = generate_kek()
+    forms = {
+        "as-b64": base64.b64encode(kek).decode(),
+        "as-hex": kek.hex(),
+        "as-file": json.dumps({"format": "ppml-key/1", "key_id": "x",
+                               "key": base64.b64encode(kek).decode()}),
+    }
+    try:
+        for name, text in forms.items():
+            browser.STORE.put(name, text)
+        browser.STORE.put("db-password", "hunter2")
+        store = default_store()
+        for name in forms:
+            assert store.get(name) == kek and name in store
+        assert "db-password" not in store.names() and store.get("db-password") is None
+        assert parse_kek_text("not a key") is None
+        provider = SecretStoreProvider()
+        write_pandas(FRAME, tmp_path / "b.csv.ppml", "as-hex", provider=provider)
+        assert len(read_pandas(tmp_path / "b.csv.ppml", provider=provider)) == 3
+    finally:
+        for name in [*forms, "db-password"]:
+            browser.STORE.delete(name)
