@@ -1,8 +1,12 @@
 """One Spark session (local[2]) for the whole test run, plus dataset keys in the kernel store.
 
 Import the fixtures into a test module with
-``from conftest_spark import spark, data_key  # noqa: F401``. The session starts the
-local key broker first, exactly as the kernel does, so executors get keys only through it.
+``from conftest_spark import spark, data_key  # noqa: F401`` (or list this module in the
+root conftest's ``pytest_plugins``). The session starts the local key broker first,
+exactly as the kernel does, so executors get keys only through it.
+
+Pytest instantiates a session fixture once per module that imports it, so both fixtures
+are idempotent: the key and the session are made once per process.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ def data_key() -> tuple[str, bytes]:
     from ppml_kernel.data.keys import generate_kek
     from ppml_kernel.data.secrets import default_store
 
-    kek = generate_kek()
-    default_store().put(KEY_ID, kek)
+    kek = default_store().get(KEY_ID)
+    if kek is None:
+        kek = generate_kek()
+        default_store().put(KEY_ID, kek)
     return KEY_ID, kek
 
 
@@ -36,5 +42,4 @@ def spark(data_key):
             "spark.driver.memory": "1g",
         },
     )
-    yield session
-    session.stop()
+    return session

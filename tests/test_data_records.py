@@ -54,6 +54,10 @@ TRICKY = [
     b"line without end" * 700,
     (b"short\n" + b"y" * 9000 + b"\n") * 3,  # records longer than a chunk
     b"a\n\r\n\nb\n\n",
+    b"a" * 4094 + b"\n\r\nb\n",  # an empty CRLF line across a chunk boundary
+    b"a" * 4095 + b"\n\nb\n",  # an empty line right after a chunk boundary
+    b"a" * 4095 + b"\r\n\r\n",  # CRLF at the boundary, then an empty CRLF line
+    b"\r\n" * 5000,
 ]
 
 

@@ -348,3 +348,33 @@ with open({str(Path(broker.path).parent / "probe-out")!r}, "w") as f:
     out.unlink()
     assert reply["ok"] is False and reply["error"] == "denied"
     assert "not started by the kernel" in reply["message"]
+
+
+def test_native_pme_parquet_both_ways(spark, dataset, tmp_path):  # noqa: F811
+    """Spark's own Parquet reader/writer with the broker KMS client, and pyarrow in between."""
+    from ppml_kernel.data.pandas_io import read_table
+    from ppml_kernel.spark.kms import native_pme_enabled
+
+    assert native_pme_enabled(spark), "javac is on PATH here: the KMS client jar must build"
+    df = sparkio.read(spark, dataset / "pme-pq", "parquet")  # written by pyarrow
+    plan = df._jdf.queryExecution().executedPlan().toString()
+    assert "FileScan parquet" in plan and "ArrowEvalPython" not in plan
+    plain = spark.read.parquet(str(dataset / "plain-pq"))
+    assert rows_of(df) == rows_of(plain)
+    out = tmp_path / "spark-pme"
+    sparkio.write(df, out, KEY_ID, "parquet")
+    files = sorted(out.glob("*.parquet"))
+    assert files and all(f.read_bytes()[:4] == b"PARE" for f in files)
+    back = read_table(out, "parquet")  # pyarrow reads what Spark wrote
+    assert back.num_rows == N_ROWS
+    assert sorted(back.column("id").to_pylist()) == sorted(r.id for r in plain.collect())
+    with pytest.raises(Exception, match=r"a\.parquet.*no key with key id 'nobody'"):
+        from ppml_kernel.data.keys import SecretStoreProvider
+        from ppml_kernel.data.secrets import SecretStore
+
+        store = SecretStore()
+        store.put("nobody", generate_kek())
+        (tmp_path / "nk").mkdir()
+        write_parquet(pa.table({"x": [1, 2]}), str(tmp_path / "nk" / "a.parquet"),
+                      SecretStoreProvider(store), "nobody")
+        sparkio.read(spark, tmp_path / "nk", "parquet").count()

@@ -123,9 +123,9 @@ def plan_splits(infos: Sequence[FileInfo], split_bytes: int = DEFAULT_SPLIT_BYTE
 
 
 def choose_split_bytes(total_bytes: int, parallelism: int) -> int:
-    """About three splits per core (load balance), within 4 MiB..128 MiB."""
+    """Two splits per core (load balance, few tasks), within 4 MiB..128 MiB."""
     parallelism = max(1, parallelism)
-    target = total_bytes // (3 * parallelism) if total_bytes else DEFAULT_SPLIT_BYTES
+    target = total_bytes // (2 * parallelism) if total_bytes else DEFAULT_SPLIT_BYTES
     return max(4 << 20, min(128 << 20, target))
 
 

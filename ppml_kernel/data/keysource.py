@@ -11,9 +11,10 @@ provider, by name, on the executor itself:
   KEK never leaves the kernel process; workers get per-file data keys.
 * ``keyfile``: KEKs from key files named by the ``keyfile`` option (paths, not keys),
   for the data owner's own Spark jobs and for tests.
+* ``attested``: the attested cluster's key broker (``ppml_kernel.spark.keyclient``):
+  the executor's enclave attests to the driver, which wraps and unwraps data keys.
 * Anything registered with :func:`register_key_source` or through the entry-point
-  group ``ppml_kernel.key_sources`` (the attested cluster broker plugs in here: a
-  factory that attests the executor's enclave to the driver and returns a provider).
+  group ``ppml_kernel.key_sources``.
 
 A factory receives the data source options (lower-cased keys) and returns a provider;
 providers are cached per process so a reused Python worker does not reconnect.
@@ -110,5 +111,14 @@ def _local_source(options: Mapping[str, str]) -> KeyProvider:
     return BrokerClient.discover(options.get("keybroker"))
 
 
+def _attested_source(options: Mapping[str, str]) -> KeyProvider:
+    """The attested cluster broker's executor client (ppml_kernel.spark.keyclient)."""
+    from ppml_kernel.spark.keyclient import attested_key_source
+
+    return attested_key_source(options)  # type: ignore[return-value]
+
+
 register_key_source("keyfile", _keyfile_source)
 register_key_source("local", _local_source)
+# Executors of an attested cluster get PPML_KEYSOURCE=attested from the driver's session.
+register_key_source("attested", _attested_source)

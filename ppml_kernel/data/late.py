@@ -131,7 +131,6 @@ class SplitCursor:
             else:
                 self._buf[0] = b.slice(n)
                 n = 0
-        self.pos += 0
 
 
 class _Rewind(Exception):

@@ -33,17 +33,20 @@ def _after_newline(ef: EncryptedFile, pos: int) -> int:
 def count_lines(ef: EncryptedFile, begin: int, stop: int, *, skip_empty: bool) -> int:
     """Records in ``[begin, stop)``: lines, optionally without empty (or ``\\r``-only) lines.
 
-    Counting uses ``bytearray.count`` on each decrypted chunk in place (GB/s); the exact
-    numpy path runs only on chunks that contain an empty line at all.
+    Works on each decrypted chunk in place with numpy (newline positions, then line
+    lengths from their differences): about as fast as ``bytes.count`` and exact about
+    empty lines, including ones that straddle chunk boundaries.
     """
     total = 0
     tail = b"\0\n"  # the last two bytes seen; the range starts right after a newline
     for buf, lo, hi in ef.spans(begin, stop):
         if lo == hi:
             continue
-        total += buf.count(NL, lo, hi)
-        if skip_empty:
-            total -= _empty_lines(buf, lo, hi, tail)
+        a = np.frombuffer(buf, dtype=np.uint8, count=hi - lo, offset=lo)
+        pos = np.flatnonzero(a == 10)
+        total += len(pos)
+        if skip_empty and len(pos):
+            total -= _empty_lines(a, pos, tail, buf.find(b"\r", lo, hi) >= 0)
         tail = (tail + bytes(buf[max(lo, hi - 2) : hi]))[-2:]
     # An unterminated last line is a record, unless it is a lone "\r" (empty).
     if tail[-1:] != NL and not (skip_empty and tail == b"\n\r"):
@@ -51,25 +54,23 @@ def count_lines(ef: EncryptedFile, begin: int, stop: int, *, skip_empty: bool) -
     return total
 
 
-def _empty_lines(buf: bytearray, lo: int, hi: int, prev_tail: bytes) -> int:
-    """Empty lines whose terminating ``\\n`` lies in ``buf[lo:hi]``.
+def _empty_lines(a: np.ndarray, pos: np.ndarray, tail: bytes, has_cr: bool) -> int:
+    """Empty lines among those ending at ``pos`` (newline offsets in ``a``).
 
-    A line is empty when its ``\\n`` follows a ``\\n`` directly, or follows ``\\r`` that
-    follows ``\\n`` (a CRLF file). ``prev_tail`` holds the bytes just before ``lo``.
+    A line is empty when it has no bytes, or only a ``\\r`` (CRLF files). ``tail`` is
+    the two bytes before ``a``: the first line started in ``a`` only if it ends in ``\\n``.
     """
-    head = prev_tail + bytes(buf[lo : min(hi, lo + 2)])
-    quick = buf.find(b"\n\n", lo, hi) < 0 and buf.find(b"\n\r\n", lo, hi) < 0
-    if quick and b"\n\n" not in head and b"\n\r\n" not in head:
-        return 0
-    arr = np.frombuffer(memoryview(buf)[lo:hi], dtype=np.uint8)
-    ctx = np.frombuffer(prev_tail[-2:].rjust(2, b"\0"), dtype=np.uint8)
-    full = np.concatenate([ctx, arr])
-    is_nl = full == 10
-    nl = is_nl[2:]
-    prev1 = full[1:-1]
-    prev2 = full[:-2]
-    empty = nl & ((prev1 == 10) | ((prev1 == 13) & (prev2 == 10)))
-    return int(np.count_nonzero(empty))
+    lead = -1 if tail[-1:] == NL else -(1 << 40)
+    prev = np.empty_like(pos)
+    prev[0] = lead
+    prev[1:] = pos[:-1]
+    length = pos - prev - 1
+    empty = int(np.count_nonzero(length == 0))
+    if has_cr:
+        empty += int(np.count_nonzero((length == 1) & (a[np.maximum(pos - 1, 0)] == 13)))
+    if pos[0] == 0 and tail == b"\n\r":
+        empty += 1  # a "\r" line that started in the previous chunk
+    return empty
 
 
 class RangeStream(io.RawIOBase):

@@ -13,7 +13,7 @@ Writing::
 Formats: ``csv``, ``json`` (JSON Lines), ``text`` (one ``value`` column) in
 ``ppml-aead/1`` files, and ``parquet`` (Parquet Modular Encryption, or Parquet wrapped
 in ppml-aead). Line formats are split on chunk boundaries into partitions of about
-``splitBytes`` (default: about three per core, computed by the loader, 32 MiB here).
+``splitBytes`` (default 32 MiB here; the loader uses two splits per core).
 
 Keys never travel in options: ``read()`` and ``write()`` run on executors and ask the
 key source named by the ``keysource`` option (:mod:`ppml_kernel.data.keysource`).
@@ -309,10 +309,8 @@ class PPMLWriter(DataSourceArrowWriter):
         self.job = uuid.uuid4().hex[:12]
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise DatasetError(f"{self.path} exists and is not a directory")
-        mode = (options.get("savemode") or "").lower()
-        if mode in ("error", "errorifexists") and _has_data(self.path):
-            raise DatasetError(f"{self.path} already holds data; use mode('overwrite') or "
-                               "mode('append')")
+        # Spark allows only append and overwrite for Python data sources; sparkio.write
+        # adds errorifexists and ignore on top.
         os.makedirs(self.path, exist_ok=True)
 
     def write(self, iterator: Iterator[pa.RecordBatch]) -> PPMLCommit:
@@ -371,6 +369,3 @@ def list_data_files(path: str) -> list[str]:
     except DatasetError:
         return []
 
-
-def _has_data(path: str) -> bool:
-    return os.path.isdir(path) and bool(list_data_files(path))

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ppml_kernel.data.errors import DatasetError
 from ppml_kernel.data.files import choose_split_bytes, file_info, list_files
-from ppml_kernel.data.format import read_header
+from ppml_kernel.data.format import check_key_id, read_header
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -98,6 +98,8 @@ def read(spark: SparkSession, path: str | os.PathLike[str] | Iterable[str],
     fmt = resolve_format({"format": format or ""}, files)
     if key:
         check_key(files, key)
+    if fmt == "parquet" and _native_pme(spark, files, opts):
+        return _read_native_parquet(spark, files, schema, opts)
     if schema is None:
         spark_schema = arrow_to_spark(infer_arrow_schema(fmt, files, opts))
     else:
@@ -127,6 +129,36 @@ def read(spark: SparkSession, path: str | os.PathLike[str] | Iterable[str],
     return refs.select(*columns)
 
 
+def _native_pme(spark: SparkSession, files: list[str], opts: Mapping[str, str]) -> bool:
+    """Spark's own reader can take these files: PME Parquet and the broker KMS client."""
+    from ppml_kernel.data.parquet import PME_MAGIC
+    from ppml_kernel.spark.kms import native_pme_enabled
+
+    if opts.get("native", "true") == "false" or opts.get("keysource", "local") != "local":
+        return False
+    if not native_pme_enabled(spark):
+        return False
+    for f in files:
+        with open(f, "rb") as fh:
+            if fh.read(4) != PME_MAGIC:
+                return False
+    return True
+
+
+def _read_native_parquet(spark: SparkSession, files: list[str], schema: StructType | str | None,
+                         opts: Mapping[str, str]) -> DataFrame:
+    """``spark.read.parquet`` on PME files, after opening one footer here for clear errors."""
+    from ppml_kernel.data.keysource import provider_for
+    from ppml_kernel.data.parquet import EncryptedParquet
+
+    with EncryptedParquet(files[0], provider_for(opts)):
+        pass  # wrong or missing keys fail here, naming the file and the key id
+    reader = spark.read
+    if schema is not None:
+        reader = reader.schema(_schema(spark, schema))
+    return reader.parquet(*files)
+
+
 def write(df: DataFrame, path: str | os.PathLike[str], key: str, format: str = "parquet",
           mode: str = "errorifexists", **options: Any) -> None:
     """Write ``df`` encrypted under key id ``key`` (one file per partition)."""
@@ -140,6 +172,13 @@ def write(df: DataFrame, path: str | os.PathLike[str], key: str, format: str = "
     if mode == "ignore" and list_data_files(target):
         return
     spark_mode = "overwrite" if mode == "overwrite" else "append"
+    from ppml_kernel.spark.kms import native_pme_enabled, write_options
+
+    if format == "parquet" and native_pme_enabled(df.sparkSession) and \
+            options.get("native", True) not in (False, "false"):
+        check_key_id(key)
+        df.write.options(**write_options(key)).mode(spark_mode).parquet(target)
+        return
     (
         df.write.format("ppml")
         .options(**_normalise(options))

@@ -31,6 +31,9 @@ def friendly_error(exc: BaseException) -> str:
     m = re.search(r"ppml_kernel\.data\.errors\.(\w+): (.+)", text)
     if m:
         return m.group(2).strip()
+    m = re.search(r"KeyAccessDeniedException: (.+)", text)
+    if m:  # Spark's own Parquet reader, keys from the broker
+        return m.group(1).strip()
     for marker in ("AnalysisException: ", "ParseException: "):
         if marker in text:
             text = text.split(marker, 1)[1]
@@ -185,8 +188,8 @@ def _default_key(requested: str | None) -> str:
     if len(ids) == 1:
         return ids[0]
     if not ids:
-        raise MagicError("no dataset key is loaded: give one to the kernel first "
-                         "(%ppml keys import KEYFILE in simulation)")
+        raise MagicError("no dataset key is loaded: send it with %ppml secret KEY_ID (the "
+                         "key file's content), or %ppml keys import KEYFILE in simulation")
     raise MagicError(f"several keys are loaded ({', '.join(ids)}): choose one with --key")
 
 
@@ -269,8 +272,8 @@ def _run_sql(ctx: MagicContext, args: argparse.Namespace) -> object:
 def _configure_keys(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", nargs="?", choices=["list", "import"], default="list")
     p.add_argument("keyfile", nargs="?", metavar="KEYFILE",
-                   help="key file to load (simulation and teaching; in production keys "
-                   "arrive through the attested browser channel)")
+                   help="key file to load (simulation and teaching; in production send "
+                   "the key with %%ppml secret KEY_ID through the attested browser channel)")
 
 
 def _run_keys(ctx: MagicContext, args: argparse.Namespace) -> object:

@@ -48,6 +48,12 @@ def session_conf(master: str | None = None, extra: Mapping[str, Any] | None = No
         # Fewer, larger Arrow batches for the column functions of encrypted datasets.
         "spark.sql.execution.arrow.maxRecordsPerBatch": "50000",
     }
+    if os.environ.get("PPML_NATIVE_PME", "1") != "0":
+        from ppml_kernel.spark.kms import kms_jar, spark_conf
+
+        jar = kms_jar()
+        if jar is not None:  # Spark's own Parquet reader then reads encrypted Parquet
+            conf.update(spark_conf(jar))
     for k, v in (extra or {}).items():
         conf[k] = str(v)
     return conf
