@@ -111,14 +111,7 @@ def _local_source(options: Mapping[str, str]) -> KeyProvider:
     return BrokerClient.discover(options.get("keybroker"))
 
 
-def _attested_source(options: Mapping[str, str]) -> KeyProvider:
-    """The attested cluster broker's executor client (ppml_kernel.spark.keyclient)."""
-    from ppml_kernel.spark.keyclient import attested_key_source
-
-    return attested_key_source(options)  # type: ignore[return-value]
-
-
 register_key_source("keyfile", _keyfile_source)
 register_key_source("local", _local_source)
-# Executors of an attested cluster get PPML_KEYSOURCE=attested from the driver's session.
-register_key_source("attested", _attested_source)
+# ``attested`` (the cluster broker's executor client) arrives through the
+# ``ppml_kernel.key_sources`` entry point, so this layer does not import ``spark``.
