@@ -38,10 +38,16 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def pki(base: Path) -> Path:
+def pki(base: Path):
+    """The module's simulated PKI, also in the environment for the whole module: the
+    driver JVM (started by a module fixture, before per-test fixtures run) and local-mode
+    Python workers inherit it, and nothing touches the user's Jupyter data dir."""
     path = base / "cluster-pki"
     SimulatedAttester(pki_dir=path).collateral()  # create it once, before workers start
-    return path
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PPML_SIM_PKI_DIR", str(path))
+        mp.setenv("JUPYTER_DATA_DIR", str(base / "jupyter-data"))
+        yield path
 
 
 @pytest.fixture(autouse=True)

@@ -11,6 +11,7 @@ on the first connect, never at kernel start.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -353,6 +354,9 @@ def _probe_partition(probe_id: str):
 
 
 def _cores_per_executor(sc: Any, n: int) -> int:
+    """Cores of each executor (1 in local mode, whose single executor is the driver)."""
+    if str(sc.master).startswith("local"):
+        return 1  # a resource profile in local mode stops the SparkContext
     conf = sc.getConf()
     text = conf.get("spark.executor.cores")
     if text and text.isdigit():
@@ -373,17 +377,16 @@ def sweep(sc: Any, broker: KeyBroker, *, exclude_refused: bool = True, timeout: 
     probe_id = uuid.uuid4().hex[:12]
     n = len(ids)
     note = ""
-    rdd = sc.parallelize(range(n), n)
     cores = _cores_per_executor(sc, n)
     deadline = time.monotonic() + timeout
 
     def barrier() -> None:
-        stage = rdd
+        stage = sc.parallelize(range(n), n)
         if cores > 1:
             from pyspark.resource import ResourceProfileBuilder, TaskResourceRequests
 
             profile = ResourceProfileBuilder().require(TaskResourceRequests().cpus(cores)).build
-            stage = rdd.withResources(profile)
+            stage = stage.withResources(profile)
         stage.barrier().mapPartitions(_probe_partition(probe_id)).collect()
 
     try:
@@ -391,8 +394,8 @@ def sweep(sc: Any, broker: KeyBroker, *, exclude_refused: bool = True, timeout: 
     except Exception as exc:  # barrier needs n free slots; fall back to plain tasks
         note = f"barrier stage failed ({type(exc).__name__}); probed with plain tasks"
         try:
-            _run_limited(sc, lambda: rdd.mapPartitions(_probe_partition(probe_id)).collect(),
-                         max(5.0, deadline - time.monotonic()))
+            plain = sc.parallelize(range(n), n).mapPartitions(_probe_partition(probe_id))
+            _run_limited(sc, plain.collect, max(5.0, deadline - time.monotonic()))
         except Exception as exc2:
             note += f"; the probe job failed too ({type(exc2).__name__})"
     rows = broker.attestations(probe_id)
@@ -413,7 +416,7 @@ def sweep(sc: Any, broker: KeyBroker, *, exclude_refused: bool = True, timeout: 
 def _run_limited(sc: Any, job: Any, seconds: float) -> None:
     """Run ``job`` in the sweep's job group; cancel it if it runs past ``seconds``."""
     sc.setJobGroup(SWEEP_GROUP, "ppml: attestation sweep (one probe per executor)", True)
-    timer = threading.Timer(max(0.0, seconds), lambda: sc.cancelJobGroup(SWEEP_GROUP))
+    timer = threading.Timer(max(0.0, seconds), _cancel_quietly, (sc,))
     timer.daemon = True
     timer.start()
     try:
@@ -423,6 +426,11 @@ def _run_limited(sc: Any, job: Any, seconds: float) -> None:
         sc.setLocalProperty("spark.jobGroup.id", None)
         sc.setLocalProperty("spark.job.description", None)
         sc.setLocalProperty("spark.job.interruptOnCancel", None)
+
+
+def _cancel_quietly(sc: Any) -> None:
+    with contextlib.suppress(Exception):  # the context may already be gone
+        sc.cancelJobGroup(SWEEP_GROUP)
 
 
 def _kill_executor(sc: Any, executor_id: str) -> bool:
