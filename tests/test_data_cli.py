@@ -48,16 +48,21 @@ def test_keygen_writes_a_private_key_file_and_never_prints_the_key(tmp_path, key
 def test_loose_key_file_permissions_are_refused(tmp_path, key):
     (tmp_path / "in.csv").write_text("a,b\n1,2\n")
     os.chmod(key, 0o644)
-    code, _, err = run("encrypt", str(tmp_path / "in.csv"), "-o", str(tmp_path / "o"),
-                       "--key-file", str(key))
+    code, _, err = run(
+        "encrypt", str(tmp_path / "in.csv"), "-o", str(tmp_path / "o"), "--key-file", str(key)
+    )
     assert code == 1 and "chmod 600" in err and err.count("\n") == 1
 
 
 def test_encrypt_decrypt_directories_round_trip(tmp_path, key):
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)
-    files = {"a.csv": b"x,y\n1,2\n", "sub/b.json": b'{"k": 1}\n', "empty.txt": b"",
-             "sub/big.bin": os.urandom(3 * F.DEFAULT_CHUNK_SIZE + 7)}
+    files = {
+        "a.csv": b"x,y\n1,2\n",
+        "sub/b.json": b'{"k": 1}\n',
+        "empty.txt": b"",
+        "sub/big.bin": os.urandom(3 * F.DEFAULT_CHUNK_SIZE + 7),
+    }
     for name, body in files.items():
         (src / name).write_bytes(body)
     (src / "_SUCCESS").write_bytes(b"")
@@ -65,7 +70,8 @@ def test_encrypt_decrypt_directories_round_trip(tmp_path, key):
     assert code == 0, err
     enc = tmp_path / "enc"
     assert sorted(str(p.relative_to(enc)) for p in enc.rglob("*") if p.is_file()) == sorted(
-        n + ".ppml" for n in files)
+        n + ".ppml" for n in files
+    )
     for name in files:
         blob = (enc / (name + ".ppml")).read_bytes()
         assert blob.startswith(F.MAGIC)
@@ -90,13 +96,20 @@ def test_single_file_output_and_already_encrypted(tmp_path, key):
 def test_decrypt_of_a_tampered_file_leaves_no_plaintext(tmp_path, key):
     (tmp_path / "in.bin").write_bytes(os.urandom(3 * 4096))
     enc = tmp_path / "in.bin.ppml"
-    run("encrypt", str(tmp_path / "in.bin"), "-o", str(enc), "--key-file", str(key),
-        "--chunk-size", "4096")
+    run(
+        "encrypt",
+        str(tmp_path / "in.bin"),
+        "-o",
+        str(enc),
+        "--key-file",
+        str(key),
+        "--chunk-size",
+        "4096",
+    )
     bad = bytearray(enc.read_bytes())
     bad[-5] ^= 1
     enc.write_bytes(bytes(bad))
-    code, _, err = run("decrypt", str(enc), "-o", str(tmp_path / "out.bin"), "--key-file",
-                       str(key))
+    code, _, err = run("decrypt", str(enc), "-o", str(tmp_path / "out.bin"), "--key-file", str(key))
     assert code == 1 and "chunk 2" in err and str(enc) in err
     assert not (tmp_path / "out.bin").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
@@ -104,12 +117,12 @@ def test_decrypt_of_a_tampered_file_leaves_no_plaintext(tmp_path, key):
 
 def test_wrong_key_is_one_clear_line(tmp_path, key):
     (tmp_path / "in.csv").write_text("a\n")
-    run("encrypt", str(tmp_path / "in.csv"), "-o", str(tmp_path / "e.ppml"), "--key-file",
-        str(key))
+    run("encrypt", str(tmp_path / "in.csv"), "-o", str(tmp_path / "e.ppml"), "--key-file", str(key))
     os.unlink(key)
     run("keygen", "sales", "-o", str(key))  # same key id, new key
-    code, _, err = run("decrypt", str(tmp_path / "e.ppml"), "-o", str(tmp_path / "d"),
-                       "--key-file", str(key))
+    code, _, err = run(
+        "decrypt", str(tmp_path / "e.ppml"), "-o", str(tmp_path / "d"), "--key-file", str(key)
+    )
     assert code == 1 and err.count("\n") == 1
     assert "wrong key" in err and "'sales'" in err and "e.ppml" in err
     assert "Traceback" not in err
@@ -146,32 +159,58 @@ def test_rewrap_rotates_the_key_in_place(tmp_path, key):
     run("encrypt", str(src), "-o", str(tmp_path / "enc"), "--key-file", str(key))
     before = {p.name: p.read_bytes() for p in (tmp_path / "enc").iterdir()}
     run("keygen", "sales-2025", "-o", str(tmp_path / "new.key"))
-    code, _, err = run("rewrap", str(tmp_path / "enc"), "--key-file", str(key),
-                       "--new-key-file", str(tmp_path / "new.key"))
+    code, _, err = run(
+        "rewrap",
+        str(tmp_path / "enc"),
+        "--key-file",
+        str(key),
+        "--new-key-file",
+        str(tmp_path / "new.key"),
+    )
     assert code == 0, err
     for p in (tmp_path / "enc").iterdir():
         assert p.read_bytes()[F.HEADER_SIZE :] == before[p.name][F.HEADER_SIZE :]
         assert F.read_header(p).key_id == "sales-2025"
-    code, _, err = run("decrypt", str(tmp_path / "enc"), "-o", str(tmp_path / "dec"),
-                       "--key-file", str(tmp_path / "new.key"))
+    code, _, err = run(
+        "decrypt",
+        str(tmp_path / "enc"),
+        "-o",
+        str(tmp_path / "dec"),
+        "--key-file",
+        str(tmp_path / "new.key"),
+    )
     assert code == 0, err
     for i in range(3):
         assert (tmp_path / "dec" / f"{i}.csv").read_bytes() == (src / f"{i}.csv").read_bytes()
-    code, _, err = run("decrypt", str(tmp_path / "enc"), "-o", str(tmp_path / "dec2"),
-                       "--key-file", str(key))
+    code, _, err = run(
+        "decrypt", str(tmp_path / "enc"), "-o", str(tmp_path / "dec2"), "--key-file", str(key)
+    )
     assert code == 1 and "sales-2025" in err
 
 
 def test_progress_bar_goes_to_stderr(tmp_path, key):
     (tmp_path / "in.bin").write_bytes(os.urandom(200_000))
-    code, out, err = run("encrypt", str(tmp_path / "in.bin"), "-o", str(tmp_path / "o.ppml"),
-                         "--key-file", str(key), "--progress")
+    code, out, err = run(
+        "encrypt",
+        str(tmp_path / "in.bin"),
+        "-o",
+        str(tmp_path / "o.ppml"),
+        "--key-file",
+        str(key),
+        "--progress",
+    )
     assert code == 0 and "encrypt" in err and "100%" in err and "%" not in out
 
 
 def test_no_option_takes_a_key_on_the_command_line():
     parser = argparse.ArgumentParser()
     cli.register(parser.add_subparsers())
-    text = json.dumps([a.option_strings for sp in parser._subparsers._group_actions
-                       for p in sp.choices.values() for a in p._actions])
+    text = json.dumps(
+        [
+            a.option_strings
+            for sp in parser._subparsers._group_actions
+            for p in sp.choices.values()
+            for a in p._actions
+        ]
+    )
     assert '"--key"' not in text and "--secret" not in text and "--password" not in text

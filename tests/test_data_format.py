@@ -197,8 +197,9 @@ def both_readers(tmp_path, blob_bytes, provider):
 
 
 @pytest.mark.parametrize("chunk", [0, 2, 4])
-def test_bit_flip_names_file_and_chunk_and_emits_only_authentic_prefix(blob, provider, tmp_path,
-                                                                      chunk):
+def test_bit_flip_names_file_and_chunk_and_emits_only_authentic_prefix(
+    blob, provider, tmp_path, chunk
+):
     data, b = blob
     bad = bytearray(b)
     bad[chunk_at(chunk).start + 7] ^= 0x01
@@ -395,8 +396,13 @@ def test_foreign_files_say_what_they_look_like(tmp_path, provider, head, expecte
 
 def test_bigdl_cbc_file_is_recognised(tmp_path, provider):
     # BigDL PPML's .cbc layout: 0x80, 8-byte timestamp, 16-byte IV, CBC blocks, 32-byte HMAC.
-    blob = b"\x80" + struct.pack(">Q", 1_700_000_000) + os.urandom(16) + os.urandom(64) + \
-        os.urandom(32)
+    blob = (
+        b"\x80"
+        + struct.pack(">Q", 1_700_000_000)
+        + os.urandom(16)
+        + os.urandom(64)
+        + os.urandom(32)
+    )
     path = write(tmp_path, "data.csv.cbc", blob)
     with pytest.raises(NotEncryptedError, match=r"BigDL PPML \.cbc"):
         read_file(path, provider)

@@ -27,8 +27,11 @@ def ppml(monkeypatch):
     """``ppml(line, cell=None)`` through the real dispatcher, with the data subcommands."""
     from ppml_kernel.magics import ppml as dispatcher
 
-    monkeypatch.setattr(dispatcher, "SUBCOMMAND_MODULES",
-                        (*dispatcher.SUBCOMMAND_MODULES, "ppml_kernel.magics.data"))
+    monkeypatch.setattr(
+        dispatcher,
+        "SUBCOMMAND_MODULES",
+        (*dispatcher.SUBCOMMAND_MODULES, "ppml_kernel.magics.data"),
+    )
     shell = Shell()
     shown: list = []
 
@@ -60,8 +63,9 @@ def test_load_binds_a_dataframe_and_a_view_then_sql(ppml, spark, sales):  # noqa
     assert "sales" in ppml.shell.user_ns
     assert "id" in repr(summary) and "bigint" in summary._repr_html_()
     assert ppml.shell.user_ns["sales"].count() == 250
-    table = ppml("sql --limit 5", "SELECT name, count(*) AS n FROM sales GROUP BY name "
-                                  "ORDER BY name")
+    table = ppml(
+        "sql --limit 5", "SELECT name, count(*) AS n FROM sales GROUP BY name ORDER BY name"
+    )
     html = table._repr_html_()
     assert "name0" in html and "Showing the first 5 rows" in html and "row cap 5" in html
     full = ppml("sql -o totals", "SELECT name, sum(amount) AS s FROM sales GROUP BY name")
@@ -124,8 +128,11 @@ def test_magics_in_a_real_ppml_kernel(tmp_path, monkeypatch):
     from kernel_client import execute
 
     prefix = tmp_path / "prefix"
-    subprocess.run([sys.executable, "-m", "ppml_kernel.cli", "install", "--prefix", str(prefix)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "ppml_kernel.cli", "install", "--prefix", str(prefix)],
+        check=True,
+        capture_output=True,
+    )
     monkeypatch.setenv("JUPYTER_PATH", str(prefix / "share" / "jupyter"))
     kf = write_key_file(tmp_path / "nb.key", "nb-key")
     _, kek = read_key_file(kf)

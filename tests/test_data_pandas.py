@@ -32,12 +32,14 @@ def provider() -> SecretStoreProvider:
     return SecretStoreProvider(store)
 
 
-FRAME = pd.DataFrame({
-    "id": [1, 2, 3],
-    "name": ["a", None, "c, d"],
-    "score": [1.5, None, -2.25],
-    "day": [dt.date(2024, 1, 1), dt.date(2024, 2, 29), None],
-})
+FRAME = pd.DataFrame(
+    {
+        "id": [1, 2, 3],
+        "name": ["a", None, "c, d"],
+        "score": [1.5, None, -2.25],
+        "day": [dt.date(2024, 1, 1), dt.date(2024, 2, 29), None],
+    }
+)
 
 
 @pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
@@ -57,10 +59,10 @@ def test_round_trip(tmp_path, provider, fmt):
 def test_text_and_directory(tmp_path, provider):
     d = tmp_path / "lines"
     d.mkdir()
-    write_pandas(pd.DataFrame({"value": ["x", "", "ünï"]}), d / "a.txt.ppml", "k1", "text",
-                 provider=provider)
-    write_pandas(pd.DataFrame({"value": ["y"]}), d / "b.txt.ppml", "k1", "text",
-                 provider=provider)
+    write_pandas(
+        pd.DataFrame({"value": ["x", "", "ünï"]}), d / "a.txt.ppml", "k1", "text", provider=provider
+    )
+    write_pandas(pd.DataFrame({"value": ["y"]}), d / "b.txt.ppml", "k1", "text", provider=provider)
     assert read_pandas(d, "text", provider=provider)["value"].tolist() == ["x", "", "ünï", "y"]
 
 
@@ -105,8 +107,9 @@ def test_keys_sent_as_browser_secrets_are_found_by_key_id(tmp_path):
     forms = {
         "as-b64": base64.b64encode(kek).decode(),
         "as-hex": kek.hex(),
-        "as-file": json.dumps({"format": "ppml-key/1", "key_id": "x",
-                               "key": base64.b64encode(kek).decode()}),
+        "as-file": json.dumps(
+            {"format": "ppml-key/1", "key_id": "x", "key": base64.b64encode(kek).decode()}
+        ),
     }
     try:
         for name, text in forms.items():

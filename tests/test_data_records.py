@@ -86,8 +86,11 @@ def test_fast_count_matches_the_parsers(tmp_path, provider, data):
         lines = count_lines(ef, 0, ef.plaintext_size, skip_empty=False)
         records = count_lines(ef, 0, ef.plaintext_size, skip_empty=True)
     assert lines == len(lines_array(data)) == len(data.splitlines())
-    parsed = pcsv.read_csv(io.BytesIO(data), read_options=pcsv.ReadOptions(
-        column_names=["v"])).num_rows if data.strip() else 0
+    parsed = (
+        pcsv.read_csv(io.BytesIO(data), read_options=pcsv.ReadOptions(column_names=["v"])).num_rows
+        if data.strip()
+        else 0
+    )
     assert records == parsed
 
 
@@ -97,13 +100,22 @@ def csv_rows(n: int, seed: int = 1) -> bytes:
     for i in range(n):
         name = rng.choice(["ann", "bob", "", '"quoted, name"', "ünïcödé"])
         score = "" if rng.random() < 0.1 else f"{rng.uniform(-5, 5):.3f}"
-        out.append(f"{i},{name},{score},2024-0{rng.randint(1, 9)}-1{rng.randint(0, 9)},"
-                   f"{rng.choice(['true', 'false'])}")
+        out.append(
+            f"{i},{name},{score},2024-0{rng.randint(1, 9)}-1{rng.randint(0, 9)},"
+            f"{rng.choice(['true', 'false'])}"
+        )
     return ("\n".join(out) + "\n").encode()
 
 
-SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string()), ("score", pa.float64()),
-                    ("day", pa.date32()), ("flag", pa.bool_())])
+SCHEMA = pa.schema(
+    [
+        ("id", pa.int64()),
+        ("name", pa.string()),
+        ("score", pa.float64()),
+        ("day", pa.date32()),
+        ("flag", pa.bool_()),
+    ]
+)
 
 
 @pytest.mark.parametrize("split", [4096, 10_000, 1 << 20])
@@ -112,9 +124,14 @@ def test_csv_segments_parse_to_the_whole_table(tmp_path, provider, split):
     path = encrypted(tmp_path, "t.csv.ppml", data, provider)
     spec = TableSpec("csv", SCHEMA, {"header": "true"})
     splits = plan_splits([file_info(str(path))], split)
-    expected = pcsv.read_csv(io.BytesIO(data), convert_options=pcsv.ConvertOptions(
-        column_types=dict(zip(SCHEMA.names, SCHEMA.types, strict=True)),
-        strings_can_be_null=True, quoted_strings_can_be_null=False))
+    expected = pcsv.read_csv(
+        io.BytesIO(data),
+        convert_options=pcsv.ConvertOptions(
+            column_types=dict(zip(SCHEMA.names, SCHEMA.types, strict=True)),
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+        ),
+    )
     batches, count = [], 0
     for sp in splits:
         for seg in sp.segments:

@@ -39,17 +39,20 @@ def make_rows(n: int = N_ROWS, seed: int = 7) -> list[dict]:
     names = ["ann", "bob", "Zoë", "with, comma", "日本語", "x" * 40]
     rows = []
     for i in range(n):
-        rows.append({
-            "id": i * 1_000_003,
-            "n": rng.randint(-1000, 1000) if rng.random() > 0.05 else None,
-            "name": rng.choice(names) if rng.random() > 0.05 else None,
-            "score": round(rng.uniform(-1e4, 1e4), 4) if rng.random() > 0.05 else None,
-            "price": decimal.Decimal(rng.randint(0, 10**8)) / 100 if rng.random() > 0.05
-            else None,
-            "day": dt.date(2020, 1, 1) + dt.timedelta(days=rng.randint(0, 2000)),
-            "ts": dt.datetime(2021, 6, 1, 12) + dt.timedelta(seconds=rng.randint(0, 10**8)),
-            "flag": rng.random() > 0.5,
-        })
+        rows.append(
+            {
+                "id": i * 1_000_003,
+                "n": rng.randint(-1000, 1000) if rng.random() > 0.05 else None,
+                "name": rng.choice(names) if rng.random() > 0.05 else None,
+                "score": round(rng.uniform(-1e4, 1e4), 4) if rng.random() > 0.05 else None,
+                "price": decimal.Decimal(rng.randint(0, 10**8)) / 100
+                if rng.random() > 0.05
+                else None,
+                "day": dt.date(2020, 1, 1) + dt.timedelta(days=rng.randint(0, 2000)),
+                "ts": dt.datetime(2021, 6, 1, 12) + dt.timedelta(seconds=rng.randint(0, 10**8)),
+                "flag": rng.random() > 0.5,
+            }
+        )
     return rows
 
 
@@ -81,8 +84,13 @@ def json_text(rows: list[dict]) -> bytes:
             return float(v)
         return v
 
-    return ("\n".join(json.dumps({k: enc(v) for k, v in r.items() if v is not None},
-                                 ensure_ascii=False) for r in rows) + "\n").encode()
+    return (
+        "\n".join(
+            json.dumps({k: enc(v) for k, v in r.items() if v is not None}, ensure_ascii=False)
+            for r in rows
+        )
+        + "\n"
+    ).encode()
 
 
 def encrypt_to(path: Path, data: bytes, key_id: str = KEY_ID, provider=None) -> Path:
@@ -104,20 +112,41 @@ def dataset(tmp_path_factory, data_key):  # noqa: F811
         encrypt_to(root / "enc-csv" / f"p{i}.csv.ppml", csv_text(part))
         (root / "plain-json" / f"p{i}.json").write_bytes(json_text(part))
         encrypt_to(root / "enc-json" / f"p{i}.json.ppml", json_text(part))
-    text = "\n".join(["first line", "", "ünïcödé", "  spaced  ", "tab\tinside",
-                      *[f"line {i}" for i in range(3000)], "last without newline"]).encode()
+    text = "\n".join(
+        [
+            "first line",
+            "",
+            "ünïcödé",
+            "  spaced  ",
+            "tab\tinside",
+            *[f"line {i}" for i in range(3000)],
+            "last without newline",
+        ]
+    ).encode()
     (root / "plain-text" / "t.txt").write_bytes(text)
     encrypt_to(root / "enc-text" / "t.txt.ppml", text)
-    table = pa.Table.from_pylist(rows, schema=pa.schema([
-        ("id", pa.int64()), ("n", pa.int32()), ("name", pa.string()), ("score", pa.float64()),
-        ("price", pa.decimal128(10, 2)), ("day", pa.date32()),
-        ("ts", pa.timestamp("us", tz="UTC")), ("flag", pa.bool_())]))
+    table = pa.Table.from_pylist(
+        rows,
+        schema=pa.schema(
+            [
+                ("id", pa.int64()),
+                ("n", pa.int32()),
+                ("name", pa.string()),
+                ("score", pa.float64()),
+                ("price", pa.decimal128(10, 2)),
+                ("day", pa.date32()),
+                ("ts", pa.timestamp("us", tz="UTC")),
+                ("flag", pa.bool_()),
+            ]
+        ),
+    )
     (root / "plain-pq").mkdir()
     (root / "pme-pq").mkdir()
     (root / "aead-pq").mkdir()
     pq.write_table(table, root / "plain-pq" / "a.parquet", row_group_size=700)
-    write_parquet(table, str(root / "pme-pq" / "a.parquet"), default_provider(), KEY_ID,
-                  row_group_rows=700)
+    write_parquet(
+        table, str(root / "pme-pq" / "a.parquet"), default_provider(), KEY_ID, row_group_rows=700
+    )
     encrypt_to(root / "aead-pq" / "a.parquet.ppml", (root / "plain-pq" / "a.parquet").read_bytes())
     return root
 
@@ -131,8 +160,14 @@ def test_csv_identical_to_plaintext(spark, dataset, split):  # noqa: F811
     plain = spark.read.schema(SCHEMA).option("header", "true").csv(str(dataset / "plain-csv"))
     expected = rows_of(plain)
     late = sparkio.read(spark, dataset / "enc-csv", "csv", SCHEMA, header=True, splitBytes=split)
-    ds = (spark.read.format("ppml").schema(SCHEMA).option("format", "csv")
-          .option("header", "true").option("splitBytes", str(split)).load(str(dataset / "enc-csv")))
+    ds = (
+        spark.read.format("ppml")
+        .schema(SCHEMA)
+        .option("format", "csv")
+        .option("header", "true")
+        .option("splitBytes", str(split))
+        .load(str(dataset / "enc-csv"))
+    )
     assert late.rdd.getNumPartitions() >= (10 if split < 1 << 20 else 1)
     assert rows_of(late) == expected
     assert rows_of(ds) == expected
@@ -143,8 +178,13 @@ def test_csv_identical_to_plaintext(spark, dataset, split):  # noqa: F811
 def test_json_identical_to_plaintext(spark, dataset, split):  # noqa: F811
     plain = spark.read.schema(SCHEMA).json(str(dataset / "plain-json"))
     late = sparkio.read(spark, dataset / "enc-json", "json", SCHEMA, splitBytes=split)
-    ds = (spark.read.format("ppml").schema(SCHEMA).option("format", "json")
-          .option("splitBytes", str(split)).load(str(dataset / "enc-json")))
+    ds = (
+        spark.read.format("ppml")
+        .schema(SCHEMA)
+        .option("format", "json")
+        .option("splitBytes", str(split))
+        .load(str(dataset / "enc-json"))
+    )
     expected = rows_of(plain)
     assert rows_of(late) == expected == rows_of(ds)
     assert late.count() == N_ROWS
@@ -154,8 +194,12 @@ def test_json_identical_to_plaintext(spark, dataset, split):  # noqa: F811
 def test_text_identical_to_plaintext(spark, dataset, split):  # noqa: F811
     plain = spark.read.text(str(dataset / "plain-text"))
     late = sparkio.read(spark, dataset / "enc-text", "text", splitBytes=split)
-    ds = (spark.read.format("ppml").option("format", "text").option("splitBytes", str(split))
-          .load(str(dataset / "enc-text")))
+    ds = (
+        spark.read.format("ppml")
+        .option("format", "text")
+        .option("splitBytes", str(split))
+        .load(str(dataset / "enc-text"))
+    )
     assert late.columns == ["value"]
     assert rows_of(late) == rows_of(plain) == rows_of(ds)
     assert late.count() == plain.count()
@@ -166,8 +210,12 @@ def test_text_identical_to_plaintext(spark, dataset, split):  # noqa: F811
 def test_parquet_identical_to_plaintext(spark, dataset, flavour, split_rows):  # noqa: F811
     plain = spark.read.parquet(str(dataset / "plain-pq"))
     late = sparkio.read(spark, dataset / flavour, "parquet", splitRows=split_rows)
-    ds = (spark.read.format("ppml").option("format", "parquet")
-          .option("splitRows", str(split_rows)).load(str(dataset / flavour)))
+    ds = (
+        spark.read.format("ppml")
+        .option("format", "parquet")
+        .option("splitRows", str(split_rows))
+        .load(str(dataset / flavour))
+    )
     assert late.schema == plain.schema
     assert rows_of(late) == rows_of(plain) == rows_of(ds)
     assert late.count() == N_ROWS
@@ -201,8 +249,12 @@ def test_schema_inference(spark, dataset):  # noqa: F811
     df = sparkio.read(spark, dataset / "enc-csv", "csv", header=True)
     assert df.columns == ["id", "n", "name", "score", "price", "day", "ts", "flag"]
     assert df.count() == N_ROWS
-    ds = spark.read.format("ppml").option("format", "csv").option("header", "true").load(
-        str(dataset / "enc-csv"))
+    ds = (
+        spark.read.format("ppml")
+        .option("format", "csv")
+        .option("header", "true")
+        .load(str(dataset / "enc-csv"))
+    )
     assert ds.columns == df.columns
 
 
@@ -217,10 +269,12 @@ def test_wrong_and_missing_key_on_executors(spark, tmp_path):  # noqa: F811
     other = SecretStore()
     other.put(KEY_ID, generate_kek())  # same key id, different key
     other.put("missing-key", generate_kek())
-    wrong = encrypt_to(tmp_path / "wrong.csv.ppml", b"a,b\n1,2\n", KEY_ID,
-                       SecretStoreProvider(other))
-    missing = encrypt_to(tmp_path / "missing.csv.ppml", b"a,b\n1,2\n", "missing-key",
-                         SecretStoreProvider(other))
+    wrong = encrypt_to(
+        tmp_path / "wrong.csv.ppml", b"a,b\n1,2\n", KEY_ID, SecretStoreProvider(other)
+    )
+    missing = encrypt_to(
+        tmp_path / "missing.csv.ppml", b"a,b\n1,2\n", "missing-key", SecretStoreProvider(other)
+    )
     with pytest.raises(Exception) as info:
         sparkio.read(spark, wrong, "csv", "a int, b int").collect()
     text = _error_text(info)
@@ -248,7 +302,8 @@ def test_write_and_read_back(spark, dataset, tmp_path, fmt):  # noqa: F811
     src = sparkio.read(spark, dataset / "enc-csv", "csv", SCHEMA, header=True)
     out = tmp_path / f"out-{fmt}"
     src.repartition(3).write.format("ppml").option("format", fmt).option("key", KEY_ID).option(
-        "header", "true").mode("overwrite").save(str(out))
+        "header", "true"
+    ).mode("overwrite").save(str(out))
     files = sorted(p for p in out.iterdir() if not p.name.startswith(("_", ".")))
     assert len(files) == 3 and (out / "_SUCCESS").exists()
     for f in files:
@@ -277,8 +332,13 @@ def test_key_file_key_source(spark, tmp_path):  # noqa: F811
 
     kf = write_key_file(tmp_path / "owner.key", "owner-key")
     path = encrypt_to(tmp_path / "x.csv.ppml", b"1,a\n2,b\n", "owner-key", KeyFileProvider(kf))
-    df = (spark.read.format("ppml").schema("i int, s string").option("keysource", "keyfile")
-          .option("keyfile", str(kf)).load(str(path)))
+    df = (
+        spark.read.format("ppml")
+        .schema("i int, s string")
+        .option("keysource", "keyfile")
+        .option("keyfile", str(kf))
+        .load(str(path))
+    )
     assert sorted(map(tuple, df.collect())) == [(1, "a"), (2, "b")]
 
 
@@ -375,6 +435,10 @@ def test_native_pme_parquet_both_ways(spark, dataset, tmp_path):  # noqa: F811
         store = SecretStore()
         store.put("nobody", generate_kek())
         (tmp_path / "nk").mkdir()
-        write_parquet(pa.table({"x": [1, 2]}), str(tmp_path / "nk" / "a.parquet"),
-                      SecretStoreProvider(store), "nobody")
+        write_parquet(
+            pa.table({"x": [1, 2]}),
+            str(tmp_path / "nk" / "a.parquet"),
+            SecretStoreProvider(store),
+            "nobody",
+        )
         sparkio.read(spark, tmp_path / "nk", "parquet").count()

@@ -46,8 +46,14 @@ def pki_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def _cluster_pki(isolated_jupyter, pki_dirs, monkeypatch: pytest.MonkeyPatch):
     """Driver and good workers share one simulated PKI (as on one installation)."""
     monkeypatch.setenv("PPML_SIM_PKI_DIR", str(pki_dirs[0]))
-    for name in ("PPML_SIM_MRENCLAVE", "PPML_SIM_TCB_STATUS", "PPML_TEE", P.ENV_BROKER,
-                 P.ENV_BROKER_ID, P.ENV_DRIVER_POLICY):
+    for name in (
+        "PPML_SIM_MRENCLAVE",
+        "PPML_SIM_TCB_STATUS",
+        "PPML_TEE",
+        P.ENV_BROKER,
+        P.ENV_BROKER_ID,
+        P.ENV_DRIVER_POLICY,
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -68,8 +74,9 @@ def broker(driver, policy):
 
 
 def client_for(broker: KeyBroker, attester: Attester, policy: Policy) -> KeyClient:
-    return KeyClient(address=broker.address, driver_policy=json.dumps(policy.to_dict()),
-                     attester=attester)
+    return KeyClient(
+        address=broker.address, driver_policy=json.dumps(policy.to_dict()), attester=attester
+    )
 
 
 class NoTEE(Attester):
@@ -137,14 +144,14 @@ def test_writers_wrap_through_the_driver(driver, policy):
 
     def wrap(key_id: str, data_key: bytes, context: bytes) -> WrappedKeyFields:
         nonce = os.urandom(12)
-        return WrappedKeyFields(b"kcv-" + key_id.encode()[:4], nonce,
-                                AESGCM(KEK).encrypt(nonce, data_key, context))
+        return WrappedKeyFields(
+            b"kcv-" + key_id.encode()[:4], nonce, AESGCM(KEK).encrypt(nonce, data_key, context)
+        )
 
     def unwrap(key_id: str, wrapped: WrappedKeyFields, context: bytes) -> bytes:
         return AESGCM(KEK).decrypt(wrapped.nonce, wrapped.ciphertext, context)
 
-    with KeyBroker(policy, KeyRing({"kek-1": KEK}), driver, wrapper=wrap,
-                   unwrapper=unwrap) as b:
+    with KeyBroker(policy, KeyRing({"kek-1": KEK}), driver, wrapper=wrap, unwrapper=unwrap) as b:
         writer = client_for(b, SimulatedAttester(pki_dir=driver.pki_dir), policy)
         data_key = os.urandom(32)
         wrapped = writer.wrap_key("kek-1", data_key, b"file header")
@@ -172,8 +179,10 @@ def test_unwrap_without_dataset_layer_or_key_is_refused(broker, driver, policy):
     ("make", "reason"),
     [
         (lambda d, r: SimulatedAttester(pki_dir=d, mrenclave=OTHER_CODE), "mrenclave is abab"),
-        (lambda d, r: SimulatedAttester(pki_dir=d, tcb_status="OutOfDate"),
-         "tcb_status is OutOfDate"),
+        (
+            lambda d, r: SimulatedAttester(pki_dir=d, tcb_status="OutOfDate"),
+            "tcb_status is OutOfDate",
+        ),
         (lambda d, r: SimulatedAttester(pki_dir=r), "root that is not trusted"),
         (lambda d, r: NoTEE(), "not an enclave: AttesterUnavailable: /dev/sgx does not exist"),
     ],
@@ -200,8 +209,9 @@ def test_untrusted_executors_get_no_key(broker, driver, policy, pki_dirs, make, 
 def test_simulation_refused_unless_policy_allows(driver):
     strict = Policy(mrenclave=(driver.mrenclave.hex(),))  # allow_simulated False
     with KeyBroker(strict, KeyRing({"kek-1": KEK}), driver) as b:
-        client = client_for(b, SimulatedAttester(pki_dir=driver.pki_dir),
-                            Policy(allow_simulated=True))
+        client = client_for(
+            b, SimulatedAttester(pki_dir=driver.pki_dir), Policy(allow_simulated=True)
+        )
         with pytest.raises(KeyRefusedError, match="SIMULATED enclave"):
             client.fetch_key("kek-1")
 
@@ -211,15 +221,22 @@ def test_nonce_is_single_use_and_bound_to_the_worker_key(broker, driver):
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
     def pub() -> bytes:
-        return ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
-            Encoding.X962, PublicFormat.UncompressedPoint)
+        return (
+            ec.generate_private_key(ec.SECP256R1())
+            .public_key()
+            .public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+        )
 
     _, hello = post(broker, "/v1/hello", {})
     nonce = base64.b64decode(hello["nonce"])
     key_a, key_b = pub(), pub()
     quote = driver.quote(P.worker_report_data(broker.broker_key, nonce, key_a))
-    relayed = {"nonce": hello["nonce"], "worker_key": P.b64e(key_b), "quote": P.b64e(quote),
-               "keys": ["kek-1"]}
+    relayed = {
+        "nonce": hello["nonce"],
+        "worker_key": P.b64e(key_b),
+        "quote": P.b64e(quote),
+        "keys": ["kek-1"],
+    }
     status, body = post(broker, "/v1/attest", relayed)
     assert status == 403 and "does not bind this broker's nonce" in body["error"]
     # The nonce was used up by that attempt, even with the right key now.
@@ -231,8 +248,7 @@ def test_nonce_is_single_use_and_bound_to_the_worker_key(broker, driver):
 
 def test_worker_refuses_a_broker_that_is_not_the_attested_driver(driver, policy, pki_dirs):
     impostor = SimulatedAttester(pki_dir=driver.pki_dir, mrenclave=OTHER_CODE)
-    with KeyBroker(policy.__class__(allow_simulated=True), KeyRing({"kek-1": KEK}),
-                   impostor) as b:
+    with KeyBroker(policy.__class__(allow_simulated=True), KeyRing({"kek-1": KEK}), impostor) as b:
         client = client_for(b, SimulatedAttester(pki_dir=driver.pki_dir), policy)
         with pytest.raises(BrokerUntrustedError, match="not an attested driver"):
             client.fetch_key("kek-1")
@@ -240,8 +256,9 @@ def test_worker_refuses_a_broker_that_is_not_the_attested_driver(driver, policy,
 
 
 def test_worker_refuses_a_broker_without_driver_policy(broker, driver):
-    client = KeyClient(address=broker.address, driver_policy="",
-                       attester=SimulatedAttester(pki_dir=driver.pki_dir))
+    client = KeyClient(
+        address=broker.address, driver_policy="", attester=SimulatedAttester(pki_dir=driver.pki_dir)
+    )
     with pytest.raises(BrokerUntrustedError, match="PPML_DRIVER_POLICY"):
         client.fetch_key("kek-1")
 
@@ -271,10 +288,18 @@ def test_expired_session_reattests(broker, driver, policy):
         ("/v1/attest", b"[1, 2]", 400, "JSON object"),
         ("/v1/attest", {"nonce": 5}, 400, "nonce"),
         ("/v1/attest", {"nonce": "!!!"}, 400, "not valid base64"),
-        ("/v1/attest", {"nonce": P.b64e(b"x" * 32), "worker_key": P.b64e(b"\x04" + b"1" * 64)},
-         400, "worker_key"),
-        ("/v1/attest", {"nonce": P.b64e(b"x" * 32), "worker_key": P.b64e(b"1" * 65),
-                        "keys": "kek-1"}, 400, "must be lists"),
+        (
+            "/v1/attest",
+            {"nonce": P.b64e(b"x" * 32), "worker_key": P.b64e(b"\x04" + b"1" * 64)},
+            400,
+            "worker_key",
+        ),
+        (
+            "/v1/attest",
+            {"nonce": P.b64e(b"x" * 32), "worker_key": P.b64e(b"1" * 65), "keys": "kek-1"},
+            400,
+            "must be lists",
+        ),
         ("/v1/keys", {"session": P.b64e(b"s" * 16), "keys": ["kek-1"]}, 401, "attest again"),
         ("/v1/keys", {"session": P.b64e(b"s" * 16), "keys": ["\x00bad"]}, 400, "printable"),
         ("/v1/nothing", {}, 404, "no such endpoint"),
@@ -303,8 +328,7 @@ def test_oversized_and_truncated_requests(driver, policy):
 
 
 def test_connection_cap_answers_busy(driver, policy):
-    with KeyBroker(policy, KeyRing({"kek-1": KEK}), driver, max_connections=2,
-                   io_timeout=3) as b:
+    with KeyBroker(policy, KeyRing({"kek-1": KEK}), driver, max_connections=2, io_timeout=3) as b:
         idle = [socket.create_connection((b.host, b.port)) for _ in range(2)]
         time.sleep(0.3)
         status, _ = _raw_status(b)
@@ -356,8 +380,16 @@ def test_audit_log_and_reprs_hold_no_key(tmp_path, driver, policy, pki_dirs):
         good.fetch_key("kek-1")
         with pytest.raises(KeyRefusedError):
             client_for(b, SimulatedAttester(pki_dir=pki_dirs[1]), policy).fetch_key("kek-1")
-        texts = [audit_file.read_text(), repr(b.audit.table()), b.audit.table()._repr_html_(),
-                 repr(good), repr(b.keys), repr(b), repr(b.status()), b.status()._repr_html_()]
+        texts = [
+            audit_file.read_text(),
+            repr(b.audit.table()),
+            b.audit.table()._repr_html_(),
+            repr(good),
+            repr(b.keys),
+            repr(b),
+            repr(b.status()),
+            b.status()._repr_html_(),
+        ]
     assert stat.S_IMODE(audit_file.stat().st_mode) == 0o600
     lines = [json.loads(x) for x in audit_file.read_text().splitlines()]
     assert {x["event"] for x in lines} >= {"attest", "grant"}
@@ -368,8 +400,10 @@ def test_audit_log_and_reprs_hold_no_key(tmp_path, driver, policy, pki_dirs):
 
 
 def test_executor_identity_from_standalone_environment(monkeypatch, tmp_path):
-    monkeypatch.setenv("SPARK_LOG_URL_STDERR",
-                       "http://h:1/logPage/?appId=app-2026-0001&executorId=7&logType=stderr")
+    monkeypatch.setenv(
+        "SPARK_LOG_URL_STDERR",
+        "http://h:1/logPage/?appId=app-2026-0001&executorId=7&logType=stderr",
+    )
     monkeypatch.setenv("SPARK_LOCAL_IP", "10.0.0.5")
     ident = executor_identity("simulated")
     assert ident["executor_id"] == "7" and ident["app_id"] == "app-2026-0001"
@@ -416,13 +450,21 @@ def test_private_properties_file(tmp_path):
 def test_security_report_flags_weak_settings():
     from ppml_kernel.spark.security import SecurityReport, driver_settings
 
-    good = SecurityReport.from_conf(driver_settings("4.3.0", "spark://h:7077"),
-                                    master="spark://h:7077", secret_origin="x", broker="b:1",
-                                    policy_summary="p")
+    good = SecurityReport.from_conf(
+        driver_settings("4.3.0", "spark://h:7077"),
+        master="spark://h:7077",
+        secret_origin="x",
+        broker="b:1",
+        policy_summary="p",
+    )
     assert {r.level for r in good.rows} <= {"good", "info"}
     weak = SecurityReport.from_conf(
         {"spark.authenticate": "true", "spark.network.crypto.enabled": "true"},
-        master="local[2]", secret_origin="x", broker=None, policy_summary=None)
+        master="local[2]",
+        secret_origin="x",
+        broker=None,
+        policy_summary=None,
+    )
     assert weak.level("RPC encryption") == "warn"  # CTR default: not authenticated
     assert weak.level("I/O encryption") == "bad"
     assert weak.level("Web UI") == "warn"

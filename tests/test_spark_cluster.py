@@ -37,6 +37,24 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cluster")
 
 
+def _fresh_driver_jvm() -> None:
+    """A driver JVM that other test modules started in this pytest process keeps the
+    environment it started with, and local-mode Python workers inherit that one: stop it,
+    so this module's driver starts a JVM that sees the module's PKI."""
+    import sys
+
+    if "pyspark" not in sys.modules:
+        return
+    from pyspark import SparkContext
+
+    if SparkContext._active_spark_context is not None:
+        SparkContext._active_spark_context.stop()
+    if SparkContext._gateway is not None:
+        SparkContext._gateway.shutdown()
+        SparkContext._gateway = None
+        SparkContext._jvm = None
+
+
 @pytest.fixture(scope="module")
 def pki(base: Path):
     """The module's simulated PKI, also in the environment for the whole module: the
@@ -44,6 +62,7 @@ def pki(base: Path):
     Python workers inherit it, and nothing touches the user's Jupyter data dir."""
     path = base / "cluster-pki"
     SimulatedAttester(pki_dir=path).collateral()  # create it once, before workers start
+    _fresh_driver_jvm()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PPML_SIM_PKI_DIR", str(path))
         mp.setenv("JUPYTER_DATA_DIR", str(base / "jupyter-data"))
@@ -57,8 +76,12 @@ def _cluster_pki(isolated_jupyter, pki: Path, monkeypatch: pytest.MonkeyPatch):
 
 @pytest.fixture(scope="module")
 def cluster(base: Path, pki: Path):
-    c = LocalCluster(2, cores=1, directory=base / "spark",
-                     worker_env={"PPML_TEE": "simulated", "PPML_SIM_PKI_DIR": str(pki)})
+    c = LocalCluster(
+        2,
+        cores=1,
+        directory=base / "spark",
+        worker_env={"PPML_TEE": "simulated", "PPML_SIM_PKI_DIR": str(pki)},
+    )
     try:
         c.start()
         yield c
@@ -82,11 +105,13 @@ def dataset(base: Path) -> tuple[list[str], dict[str, tuple[float, int]]]:
     frames, paths = [], []
     for part in range(PARTS):
         ids = range(part * ROWS_PER_PART, (part + 1) * ROWS_PER_PART)
-        frame = pd.DataFrame({
-            "id": list(ids),
-            "grp": [f"g{i % 5}" for i in ids],
-            "value": [round((i * 7919) % 1000 / 10, 1) for i in ids],
-        })
+        frame = pd.DataFrame(
+            {
+                "id": list(ids),
+                "grp": [f"g{i % 5}" for i in ids],
+                "value": [round((i * 7919) % 1000 / 10, 1) for i in ids],
+            }
+        )
         frames.append(frame)
         name = f"part-{part}.sealed"
         nonce = os.urandom(12)
@@ -190,8 +215,14 @@ def test_connect_hardens_the_session_and_attests_every_executor(good):
     html = session._repr_html_()
     assert "SIMULATED" in html and "accepted" in html and "measurement" in html
     report = session.security
-    for name in ("RPC authentication", "RPC encryption", "I/O encryption", "Web UI",
-                 "Python worker socket", "Key broker"):
+    for name in (
+        "RPC authentication",
+        "RPC encryption",
+        "I/O encryption",
+        "Web UI",
+        "Python worker socket",
+        "Key broker",
+    ):
         assert report.level(name) == "good", name
     assert report.level("Event log") == "warn"  # this test turned it on to inspect it
     conf = dict(session.spark.sparkContext.getConf().getAll())
@@ -258,8 +289,7 @@ def test_out_of_date_executors_get_no_key_and_the_job_names_them(cluster, pki, d
         cluster.master_url,
         attester=attester(pki),
         keys=KeyRing({KEY_ID: KEK}),
-        conf={"spark.executorEnv.PPML_SIM_TCB_STATUS": "OutOfDate",
-              "spark.task.maxFailures": "2"},
+        conf={"spark.executorEnv.PPML_SIM_TCB_STATUS": "OutOfDate", "spark.task.maxFailures": "2"},
     )
     try:
         sweep = session.sweep
@@ -287,13 +317,13 @@ def test_rogue_host_is_refused_named_and_excluded(cluster, pki, base, dataset):
     rogue_pki = base / "rogue-pki"
     rogue = cluster.add_worker({"PPML_SIM_PKI_DIR": str(rogue_pki)}, name="rogue-host")
     try:
-        session = connect(cluster.master_url, attester=attester(pki),
-                          keys=KeyRing({KEY_ID: KEK}))
+        session = connect(cluster.master_url, attester=attester(pki), keys=KeyRing({KEY_ID: KEK}))
         try:
             sweep = session.sweep
             assert sweep is not None and len(sweep.executors) == 3
-            rogue_ids = {p.name for p in (rogue.work_dir).glob("app-*/*")
-                         if session.app_id in str(p)}
+            rogue_ids = {
+                p.name for p in (rogue.work_dir).glob("app-*/*") if session.app_id in str(p)
+            }
             assert len(rogue_ids) == 1
             (rogue_id,) = rogue_ids
             assert [r.executor_id for r in sweep.refused] == [rogue_id]
@@ -333,14 +363,25 @@ def test_ppml_data_source_reads_and_writes_through_the_broker(cluster, pki, base
     session = connect(cluster.master_url, attester=attester(pki))
     try:
         spark = session.spark
-        frame = pd.DataFrame({"id": range(3000), "grp": [f"g{i % 7}" for i in range(3000)],
-                              "v": [i * 0.5 for i in range(3000)]})
+        frame = pd.DataFrame(
+            {
+                "id": range(3000),
+                "grp": [f"g{i % 7}" for i in range(3000)],
+                "v": [i * 0.5 for i in range(3000)],
+            }
+        )
         target = base / "ppml-sales"
-        sparkio.write(spark.createDataFrame(frame).repartition(3), target, key="cluster-sales",
-                      format="csv")
+        sparkio.write(
+            spark.createDataFrame(frame).repartition(3), target, key="cluster-sales", format="csv"
+        )
         back = sparkio.read(spark, target, format="csv", schema="id long, grp string, v double")
-        got = {r["grp"]: r["s"] for r in back.groupBy("grp").agg({"v": "sum"})
-               .withColumnRenamed("sum(v)", "s").collect()}
+        got = {
+            r["grp"]: r["s"]
+            for r in back.groupBy("grp")
+            .agg({"v": "sum"})
+            .withColumnRenamed("sum(v)", "s")
+            .collect()
+        }
         assert got == frame.groupby("grp")["v"].sum().to_dict()
         kinds = {g.reason for g in session.broker.audit.events("grant")}
         assert {"wrap", "unwrap"} <= kinds  # the KEK itself was never granted

@@ -54,22 +54,39 @@ def test_entrypoint_builds_the_executor_command():
         "SPARK_JAVA_OPT_1": "-Dspark.driver.port=7078",
         "SPARK_JAVA_OPT_0": "-Dspark.authenticate=true",
     }
-    out = subprocess.run([str(script), "executor"], env=env, capture_output=True, text=True,
-                         check=True).stdout.splitlines()
+    out = subprocess.run(
+        [str(script), "executor"], env=env, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
     assert out[:3] == ["occlum", "run", "/usr/lib/jvm/java-17-openjdk-amd64/bin/java"]
-    for flag in ("-XX:-UseCompressedOops", "-XX:ActiveProcessorCount=2",
-                 "-Dio.netty.availableProcessors=2", "-Djdk.lang.Process.launchMechanism=vfork",
-                 "-Xmx2048m"):
+    for flag in (
+        "-XX:-UseCompressedOops",
+        "-XX:ActiveProcessorCount=2",
+        "-Dio.netty.availableProcessors=2",
+        "-Djdk.lang.Process.launchMechanism=vfork",
+        "-Xmx2048m",
+    ):
         assert flag in out
     assert out.index("-Dspark.authenticate=true") < out.index("-Dspark.driver.port=7078")
     main = out.index("org.apache.spark.executor.CoarseGrainedExecutorBackend")
-    assert out[main + 1:] == [
-        "--driver-url", "spark://CoarseGrainedScheduler@driver-svc:7078",
-        "--executor-id", "3", "--cores", "2", "--app-id", "spark-0123",
-        "--hostname", "10.1.2.3", "--resourceProfileId", "0", "--podName", "exec-3",
+    assert out[main + 1 :] == [
+        "--driver-url",
+        "spark://CoarseGrainedScheduler@driver-svc:7078",
+        "--executor-id",
+        "3",
+        "--cores",
+        "2",
+        "--app-id",
+        "spark-0123",
+        "--hostname",
+        "10.1.2.3",
+        "--resourceProfileId",
+        "0",
+        "--podName",
+        "exec-3",
     ]
-    missing = subprocess.run([str(script), "executor"], env={"PATH": os.environ["PATH"]},
-                             capture_output=True, text=True)
+    missing = subprocess.run(
+        [str(script), "executor"], env={"PATH": os.environ["PATH"]}, capture_output=True, text=True
+    )
     assert missing.returncode != 0 and "SPARK_DRIVER_URL" in missing.stderr
 
 
@@ -79,8 +96,15 @@ def test_executor_occlum_json_measures_the_driver_policy():
     untrusted = set(conf["env"]["untrusted"])
     assert default["PPML_TEE"] == "occlum"
     assert default["PPML_DRIVER_POLICY"].startswith("/etc/ppml/")
-    assert not untrusted & {"PPML_DRIVER_POLICY", "PPML_TEE", "PYSPARK_PYTHON", "LD_LIBRARY_PATH",
-                            "PYTHONHOME", "PATH", "JAVA_HOME"}
+    assert not untrusted & {
+        "PPML_DRIVER_POLICY",
+        "PPML_TEE",
+        "PYSPARK_PYTHON",
+        "LD_LIBRARY_PATH",
+        "PYTHONHOME",
+        "PATH",
+        "JAVA_HOME",
+    }
     assert {"PPML_CLUSTER_BROKER", "SPARK_EXECUTOR_ID"} <= untrusted
     assert conf["metadata"]["debuggable"] is False
     limits = conf["resource_limits"]
