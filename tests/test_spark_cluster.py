@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from ppml_kernel.data import sparkio
 from ppml_kernel.spark.broker import KeyRing
 from ppml_kernel.spark.localcluster import LocalCluster
 from ppml_kernel.tee.simulated import SimulatedAttester
@@ -347,10 +348,8 @@ def test_rogue_host_is_refused_named_and_excluded(cluster, pki, base, dataset):
 def test_ppml_data_source_reads_and_writes_through_the_broker(cluster, pki, base):
     """Encrypted write and read with the dataset layer, keys only via the attested broker.
 
-    Needs the dataset layer (``ppml_kernel.data``, issue 4), which lives in another branch
-    until the merge; with it, executors select this broker via ``PPML_KEYSOURCE=attested``.
+    Executors select this broker through ``PPML_KEYSOURCE=attested``.
     """
-    sparkio = pytest.importorskip("ppml_kernel.data.sparkio", reason="dataset layer not merged")
     import importlib
 
     import pandas as pd
