@@ -22,7 +22,7 @@ import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 
-from ppml_kernel.channel.client import BrowserClient, dcap_qvl_verifier
+from ppml_kernel.channel.client import BrowserClient, verifier_for_root
 from ppml_kernel.channel.protocol import TARGET_NAME
 from ppml_kernel.tee.simulated import SimulatedPKI
 
@@ -107,7 +107,7 @@ class Browser:
         )
         evidence = self.next_comm()
         assert evidence["type"] == "evidence", evidence
-        self.send(self.client.accept(evidence, dcap_qvl_verifier(self.trusted_root)))
+        self.send(self.client.accept(evidence, verifier_for_root(self.trusted_root)))
         ready = self.client.open(self.next_comm())
         assert ready["type"] == "ready"
         return evidence

@@ -15,7 +15,7 @@ import dcap_synth
 import pytest
 
 from ppml_kernel.channel import protocol
-from ppml_kernel.channel.client import BrowserClient, dcap_qvl_verifier
+from ppml_kernel.channel.client import BrowserClient, verifier_for_root
 from ppml_kernel.channel.manager import (
     ChannelManager,
     NoVerifiedSession,
@@ -59,7 +59,7 @@ def connect(
     manager.on_open(ref, client.hello(), wire)
     evidence = wire.wait_for(1)
     assert evidence["type"] == "evidence", evidence
-    finished = client.accept(evidence, dcap_qvl_verifier(pki.root_der, NOW))
+    finished = client.accept(evidence, verifier_for_root(pki.root_der), at=NOW)
     manager.on_message(ref, finished)
     assert client.open(wire.wait_for(2))["type"] == "ready"
     return client, wire
@@ -96,7 +96,7 @@ def test_intel_root_rejects_the_test_pki(pki: dcap_synth.Pki) -> None:
     client, wire = BrowserClient(), Wire()
     manager.on_open("c", client.hello(), wire)
     with pytest.raises(ValueError):
-        client.accept(wire.wait_for(1), dcap_qvl_verifier(None, NOW))
+        client.accept(wire.wait_for(1), verifier_for_root(None), at=NOW)
 
 
 def test_substituted_enclave_key_fails_binding(pki: dcap_synth.Pki) -> None:
@@ -106,7 +106,7 @@ def test_substituted_enclave_key_fails_binding(pki: dcap_synth.Pki) -> None:
     evidence = dict(wire.wait_for(1))
     evidence["enclave_pub"] = protocol.b64encode(BrowserClient().browser_pub)  # a relay's own key
     with pytest.raises(ProtocolError, match="REPORT_DATA"):
-        client.accept(evidence, dcap_qvl_verifier(pki.root_der, NOW))
+        client.accept(evidence, verifier_for_root(pki.root_der), at=NOW)
 
 
 def test_quote_for_another_browser_fails_binding(pki: dcap_synth.Pki) -> None:
@@ -114,7 +114,7 @@ def test_quote_for_another_browser_fails_binding(pki: dcap_synth.Pki) -> None:
     victim, wire = BrowserClient(), Wire()
     manager.on_open("c", victim.hello(), wire)
     with pytest.raises(ProtocolError, match="REPORT_DATA"):
-        BrowserClient().accept(wire.wait_for(1), dcap_qvl_verifier(pki.root_der, NOW))
+        BrowserClient().accept(wire.wait_for(1), verifier_for_root(pki.root_der), at=NOW)
 
 
 def test_replay_reorder_and_tamper_are_rejected_and_the_session_survives(
@@ -180,7 +180,8 @@ def test_secret_before_finished_is_refused(pki: dcap_synth.Pki) -> None:
     manager = ChannelManager(dcap_synth.SynthAttester(pki), secret_sink=lambda *a: None)
     client, wire = BrowserClient(), Wire()
     manager.on_open("c", client.hello(), wire)
-    client.accept(wire.wait_for(1), dcap_qvl_verifier(pki.root_der, NOW))  # finished is seq 0 ...
+    # finished is seq 0 ...
+    client.accept(wire.wait_for(1), verifier_for_root(pki.root_der), at=NOW)
     manager.on_message(
         "c", client.seal({"type": "secret", "request_id": None, "name": "x", "value": "v"})
     )

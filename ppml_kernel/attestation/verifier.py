@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from ppml_kernel.attestation.anchors import TrustAnchor, intel_root, simulated_root
 from ppml_kernel.attestation.collateral import Collateral, CollateralClient, CollateralError
@@ -143,10 +144,7 @@ class Verifier:
             passed=passed,
             stage="done" if passed else "policy",
             verified_at=now,
-            quote=info,
-            anchor=anchor.name,
-            anchor_fingerprint=anchor.fingerprint,
-            simulated=anchor.simulated,
+            **_anchored(info, anchor),
             tcb_status=status,
             advisory_ids=advisories,
             qe_status=detail.get("qe_status", {}).get("status"),
@@ -187,16 +185,18 @@ class Verifier:
         windows: tuple = (),
     ) -> VerificationResult:
         return VerificationResult(
-            False,
-            stage,
-            now,
-            quote=info,
-            anchor=anchor.name,
-            anchor_fingerprint=anchor.fingerprint,
-            simulated=anchor.simulated,
-            windows=windows,
-            error=error,
+            False, stage, now, **_anchored(info, anchor), windows=windows, error=error
         )
+
+
+def _anchored(info: QuoteInfo, anchor: TrustAnchor) -> dict[str, Any]:
+    """The result fields every outcome past anchor selection has (pass or fail alike)."""
+    return {
+        "quote": info,
+        "anchor": anchor.name,
+        "anchor_fingerprint": anchor.fingerprint,
+        "simulated": anchor.simulated,
+    }
 
 
 def _report_data_check(info: QuoteInfo, expected: bytes) -> Check:

@@ -4,26 +4,33 @@
 ``session`` (kernel side of one session), ``manager`` (all sessions of a kernel and
 the blocking secret request), ``jupyter`` (comm + control-channel wiring),
 ``client`` (the browser side in Python: reference and test client).
+
+The names below are imported on first access, so importing ``channel.jupyter`` at
+kernel start does not load ``cryptography`` through this package.
 """
 
-from ppml_kernel.channel.crypto import PROTOCOL, ChannelCryptoError
-from ppml_kernel.channel.manager import (
-    ChannelError,
-    ChannelManager,
-    NoVerifiedSession,
-    SecretDeclined,
-    SecretTimeout,
-)
-from ppml_kernel.channel.protocol import TARGET_NAME, ProtocolError
+from __future__ import annotations
 
-__all__ = [
-    "PROTOCOL",
-    "TARGET_NAME",
-    "ChannelCryptoError",
-    "ChannelError",
-    "ChannelManager",
-    "NoVerifiedSession",
-    "ProtocolError",
-    "SecretDeclined",
-    "SecretTimeout",
-]
+from importlib import import_module
+from typing import Any
+
+_HOMES = {
+    "PROTOCOL": "protocol",
+    "TARGET_NAME": "protocol",
+    "ProtocolError": "protocol",
+    "ChannelCryptoError": "crypto",
+    "ChannelError": "manager",
+    "ChannelManager": "manager",
+    "NoVerifiedSession": "manager",
+    "SecretDeclined": "manager",
+    "SecretTimeout": "manager",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{home}"), name)

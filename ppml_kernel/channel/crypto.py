@@ -19,9 +19,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-PROTOCOL = "ppml-attest/1"
-NONCE_SIZE = 32
-PUBLIC_KEY_SIZE = 65  # SEC1 uncompressed P-256 point: 0x04 || x || y
+from ppml_kernel.channel.protocol import NONCE_SIZE as NONCE_SIZE
+from ppml_kernel.channel.protocol import PROTOCOL as PROTOCOL
+from ppml_kernel.channel.protocol import PUBLIC_KEY_SIZE as PUBLIC_KEY_SIZE
+
 SESSION_ID_SIZE = 16
 KEY_SIZE = 32
 IV_SIZE = 12

@@ -10,18 +10,23 @@ is ignored with a log line) and the ordinary shell comm target as a fallback.
 Kernel -> browser messages are ordinary comm messages on IOPub. Interrupts are not
 affected: the blocked cell waits on an Event in short slices, so SIGINT raises
 KeyboardInterrupt there as usual.
+
+Installing is cheap (standard library only): the channel's cryptography is imported
+by the manager on the first ``comm_open`` for the target, never at kernel start.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ppml_kernel.channel.manager import ChannelError, ChannelManager
 from ppml_kernel.channel.protocol import TARGET_NAME
-from ppml_kernel.channel.session import CollateralProvider
 from ppml_kernel.tee.base import Attester
+
+if TYPE_CHECKING:
+    from ppml_kernel.channel.session import CollateralProvider
 
 log = logging.getLogger("ppml_kernel.channel")
 

@@ -4,6 +4,9 @@ Transport-agnostic: the Jupyter wiring (``channel.jupyter``) hands in each sessi
 ``send`` callable and feeds received messages in. Messages may arrive on the control
 thread while a cell blocks the main thread in :meth:`ChannelManager.request_secret`;
 the two meet through a lock and a :class:`threading.Event`.
+
+Creating a manager is cheap: :mod:`ppml_kernel.channel.session` (and with it
+``cryptography``) is imported on the first ``hello``, so an idle kernel never loads it.
 """
 
 from __future__ import annotations
@@ -15,12 +18,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ppml_kernel.channel import protocol
 from ppml_kernel.channel.protocol import ProtocolError
-from ppml_kernel.channel.session import READY, CollateralProvider, ServerSession
 from ppml_kernel.tee.base import Attester
+
+if TYPE_CHECKING:
+    from ppml_kernel.channel.session import CollateralProvider, ServerSession
 
 log = logging.getLogger("ppml_kernel.channel")
 
@@ -48,6 +53,21 @@ class SecretTimeout(ChannelError):
 
 class SecretDeclined(ChannelError):
     pass
+
+
+_load_lock = threading.Lock()
+
+
+def _session_class() -> type[ServerSession]:
+    """:class:`ServerSession`, imported on first use (it loads ``cryptography``).
+
+    Called from the control thread and the shell thread alike; the lock makes the
+    first import happen once, and a failed import is retried by the next handshake.
+    """
+    with _load_lock:
+        from ppml_kernel.channel.session import ServerSession
+
+    return ServerSession
 
 
 @dataclass
@@ -92,7 +112,13 @@ class ChannelManager:
 
     def on_open(self, ref: str, data: object, send: Send) -> None:
         """A browser said ``hello`` on a new comm: answer with evidence or an error."""
-        session = ServerSession(ref)
+        try:
+            session = _session_class()(ref)
+        except Exception as exc:  # a broken or missing ``cryptography``: say so, stay alive
+            why = f"{type(exc).__name__}: {exc}"
+            log.warning("the attested channel is unavailable: %s", why)
+            self._reject(send, "attester", f"the kernel cannot load its channel crypto ({why})")
+            return
         try:
             evidence = session.handshake(
                 data, self.attester(), self.collateral_provider, self.kernel_info
@@ -203,7 +229,7 @@ class ChannelManager:
 
     def ready_sessions(self) -> list[ServerSession]:
         with self._lock:
-            return [s for s, _ in self._sessions.values() if s.state == READY]
+            return [s for s, _ in self._sessions.values() if s.ready]
 
     def status(self) -> dict[str, Any]:
         with self._lock:
@@ -301,13 +327,13 @@ class ChannelManager:
 
     def _ready_targets(self) -> list[tuple[ServerSession, Send]]:
         with self._lock:
-            return [(s, send) for s, send in self._sessions.values() if s.state == READY]
+            return [(s, send) for s, send in self._sessions.values() if s.ready]
 
     def _cancel_others(
         self, pending: _Pending, targets: list[tuple[ServerSession, Send]], reason: str
     ) -> None:
         for session, send in targets:
-            if session.ref == pending.answered_by or session.state != READY:
+            if session.ref == pending.answered_by or not session.ready:
                 continue
             cancel = {
                 "type": protocol.SECRET_CANCEL,

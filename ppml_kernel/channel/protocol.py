@@ -4,6 +4,10 @@ Every message is a JSON object with a ``type``. Outer messages travel as comm da
 inner messages travel inside sealed frames. Validation here is strict and names the
 offending field, because the relay (Jupyter server, proxy) is untrusted and malformed
 input must produce a clear error, never a traceback or a half-updated session.
+
+Only the standard library is imported here (the sizes and names live here, not in
+``crypto``), so the kernel can register its comm target at start without loading
+``cryptography``; see ``channel.jupyter``.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ import json
 import re
 from typing import Any
 
-from ppml_kernel.channel.crypto import NONCE_SIZE, PROTOCOL, PUBLIC_KEY_SIZE
-
+PROTOCOL = "ppml-attest/1"
 TARGET_NAME = "ppml.attest/1"
+NONCE_SIZE = 32
+PUBLIC_KEY_SIZE = 65  # SEC1 uncompressed P-256 point: 0x04 || x || y
 
 # Outer messages (comm data)
 HELLO = "hello"  # browser -> kernel, comm_open data

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ppml_kernel.channel import crypto, protocol
+from ppml_kernel.channel import crypto, frames, protocol
 from ppml_kernel.channel.protocol import ProtocolError
 from ppml_kernel.tee.base import Attester
 
@@ -39,6 +39,11 @@ class ServerSession:
         self._send_seq = 0
         self._recv_seq = 0
         self._lock = threading.Lock()
+
+    @property
+    def ready(self) -> bool:
+        """The browser confirmed the keys: secrets may be sent."""
+        return self.state == READY
 
     @property
     def session_id(self) -> str:
@@ -115,12 +120,7 @@ class ServerSession:
                 raise ProtocolError(
                     "reorder", f"frame {seq} arrived out of order (expected {self._recv_seq})"
                 )
-            try:
-                plaintext = crypto.open_frame(
-                    self._keys.b2k, self._keys.session_id, crypto.DIR_B2K, seq, ct
-                )
-            except crypto.ChannelCryptoError as exc:
-                raise ProtocolError("decrypt", str(exc)) from None
+            plaintext = frames.open_frame(self._keys, crypto.DIR_B2K, seq, ct)
             allowed = (
                 frozenset({protocol.FINISHED})
                 if self.state == AWAITING_FINISH
@@ -139,16 +139,9 @@ class ServerSession:
         with self._lock:
             if self._keys is None or self.state == CLOSED:
                 raise ProtocolError("state", "session is not established")
-            seq = self._send_seq
-            ct = crypto.seal(
-                self._keys.k2b,
-                self._keys.session_id,
-                crypto.DIR_K2B,
-                seq,
-                protocol.encode_inner(inner),
-            )
+            msg = frames.seal_frame(self._keys, crypto.DIR_K2B, self._send_seq, inner)
             self._send_seq += 1
-        return protocol.sealed_message(seq, ct)
+        return msg
 
     def close(self) -> None:
         with self._lock:

@@ -9,8 +9,9 @@ quote is *genuine* is decided only by the ``attestation`` layer with dcap-qvl.
 from __future__ import annotations
 
 import struct
+from abc import abstractmethod
 
-from ppml_kernel.tee.base import REPORT_DATA_SIZE, AttesterError
+from ppml_kernel.tee.base import REPORT_DATA_SIZE, Attester, AttesterError, check_report_data
 
 HEADER_SIZE = 48
 TEE_SGX = 0x00000000
@@ -51,3 +52,23 @@ def check_binds(quote: bytes, report_data: bytes, source: str) -> bytes:
             "by a concurrent request); refusing it"
         )
     return quote
+
+
+class SelfCheckingAttester(Attester):
+    """A hardware backend: every quote it hands out is checked against the request.
+
+    Subclasses only produce the quote; validating the 64 bytes first and refusing a
+    quote that does not carry them afterwards happens here, once for every backend.
+    """
+
+    def quote(self, report_data: bytes) -> bytes:
+        data = check_report_data(report_data)
+        return check_binds(self._produce_quote(data), data, self.quote_source())
+
+    @abstractmethod
+    def _produce_quote(self, data: bytes) -> bytes:
+        """A quote over ``data`` (64 validated bytes) from this backend's TEE interface."""
+
+    @abstractmethod
+    def quote_source(self) -> str:
+        """Where quotes come from, for error messages (e.g. ``Occlum /dev/sgx``)."""

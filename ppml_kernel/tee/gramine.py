@@ -15,12 +15,10 @@ import os
 import threading
 from typing import ClassVar
 
-from ppml_kernel.tee._layout import check_binds
+from ppml_kernel.tee._layout import SelfCheckingAttester
 from ppml_kernel.tee.base import (
-    Attester,
     AttesterError,
     AttesterUnavailable,
-    check_report_data,
     write_report_data_file,
 )
 
@@ -28,7 +26,7 @@ DEFAULT_ROOT = "/dev/attestation"
 _LOCK = threading.Lock()
 
 
-class GramineAttester(Attester):
+class GramineAttester(SelfCheckingAttester):
     """Quotes from Gramine's ``/dev/attestation`` pseudo-files (DCAP, SGX quote v3)."""
 
     kind: ClassVar[str] = "gramine"
@@ -57,15 +55,16 @@ class GramineAttester(Attester):
         except (OSError, UnicodeDecodeError) as exc:
             raise AttesterError(f"cannot read {path}: {exc}") from None
 
-    def quote(self, report_data: bytes) -> bytes:
-        data = check_report_data(report_data)
+    def quote_source(self) -> str:
+        return f"Gramine {self.root}"
+
+    def _produce_quote(self, data: bytes) -> bytes:
         kind = self.attestation_type()
         if kind != "dcap":
             raise AttesterError(_wrong_type_message(kind))
         with _LOCK:
             write_report_data_file(self._path("user_report_data"), data)
-            quote = self._read_quote()
-        return check_binds(quote, data, f"Gramine {self.root}")
+            return self._read_quote()
 
     def describe(self) -> dict[str, object]:
         return {**super().describe(), "root": self.root}

@@ -25,13 +25,11 @@ import stat
 import time
 from typing import ClassVar
 
-from ppml_kernel.tee._layout import check_binds
+from ppml_kernel.tee._layout import SelfCheckingAttester
 from ppml_kernel.tee.base import (
     REPORT_DATA_SIZE,
-    Attester,
     AttesterError,
     AttesterUnavailable,
-    check_report_data,
 )
 
 DEFAULT_DEVICE = "/dev/sgx"
@@ -136,7 +134,7 @@ def is_occlum_device(path: str) -> bool:
     return stat.S_ISCHR(mode)
 
 
-class OcclumAttester(Attester):
+class OcclumAttester(SelfCheckingAttester):
     """Quotes from Occlum's ``/dev/sgx`` (DCAP, SGX quote v3)."""
 
     kind: ClassVar[str] = "occlum"
@@ -161,15 +159,15 @@ class OcclumAttester(Attester):
     def available(cls) -> bool:
         return is_occlum_device(DEFAULT_DEVICE)
 
-    def quote(self, report_data: bytes) -> bytes:
-        data = check_report_data(report_data)
+    def quote_source(self) -> str:
+        return f"Occlum {self.device}"
+
+    def _produce_quote(self, data: bytes) -> bytes:
         fd = self._open()
         try:
-            size = self.quote_size(fd)
-            quote = self._generate(fd, data, size)
+            return self._generate(fd, data, self.quote_size(fd))
         finally:
             os.close(fd)
-        return check_binds(quote, data, f"Occlum {self.device}")
 
     def describe(self) -> dict[str, object]:
         return {**super().describe(), "device": self.device}

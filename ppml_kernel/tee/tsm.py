@@ -24,12 +24,10 @@ import time
 import uuid
 from typing import ClassVar
 
-from ppml_kernel.tee._layout import check_binds
+from ppml_kernel.tee._layout import SelfCheckingAttester
 from ppml_kernel.tee.base import (
-    Attester,
     AttesterError,
     AttesterUnavailable,
-    check_report_data,
     write_report_data_file,
 )
 
@@ -49,7 +47,7 @@ def _is_tdx_guest(cpuinfo: str = "/proc/cpuinfo") -> bool:
         return False
 
 
-class TsmAttester(Attester):
+class TsmAttester(SelfCheckingAttester):
     """Quotes from configfs-tsm in an Intel TDX guest (TDX quote v4/v5)."""
 
     kind: ClassVar[str] = "tdx"
@@ -75,8 +73,10 @@ class TsmAttester(Attester):
     def describe(self) -> dict[str, object]:
         return {**super().describe(), "root": self.root, "provider": self.provider}
 
-    def quote(self, report_data: bytes) -> bytes:
-        data = check_report_data(report_data)
+    def quote_source(self) -> str:
+        return f"configfs-tsm {self.root}"
+
+    def _produce_quote(self, data: bytes) -> bytes:
         report_dir = self._make_report_dir()
         try:
             write_report_data_file(os.path.join(report_dir, "inblob"), data)
@@ -95,7 +95,7 @@ class TsmAttester(Attester):
                 f"configfs-tsm report {report_dir} was written {generation} times, not "
                 "once: another process wrote to it concurrently; refusing the quote"
             )
-        return check_binds(quote, data, f"configfs-tsm {report_dir}")
+        return quote
 
     # -- steps ---------------------------------------------------------------------
 

@@ -144,12 +144,11 @@ def handshake_vector() -> dict:
         enclave_key=fixed_key("handshake/enclave"),
     )
     evidence["timings"] = {}
-    finished = client.accept(
+    quote = protocol.b64decode(evidence["quote"], "quote")
+    finished = client.bind(
         evidence,
-        lambda q, c: {
-            **dcap_synth.verdict(q, json.loads(c), pki.root_der, VERIFY_AT),
-            "report_data": q[368:432],
-        },
+        quote[368:432],
+        dcap_synth.verdict(quote, json.loads(evidence["collateral"]), pki.root_der, VERIFY_AT),
     )
     server.open(finished)
     ready = server.seal({"type": "ready", "session_id": server.session_id})
