@@ -16,57 +16,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
+from ppml_kernel.tee.simulated.extension import SGX_EXTENSION_OID, sgx_extension_value
+from ppml_kernel.tee.simulated.pki import build_certificate, build_crl, raw_ecdsa_sign
+
 INTEL_QE_VENDOR_ID = bytes.fromhex("939a7233f79c4ca9940a0db3957f0607")
-SGX_EXT = "1.2.840.113741.1.13.1"
 QE_MRSIGNER = bytes.fromhex("8c4f5775d796503e96137f77c68a829a0056ac8ded70140b081b094490c57bff")
 
 
-# --------------------------------------------------------------------------- DER
-def _tlv(tag: int, content: bytes) -> bytes:
-    n = len(content)
-    if n < 0x80:
-        length = bytes([n])
-    else:
-        b = n.to_bytes((n.bit_length() + 7) // 8, "big")
-        length = bytes([0x80 | len(b)]) + b
-    return bytes([tag]) + length + content
-
-
-def der_seq(*items: bytes) -> bytes:
-    return _tlv(0x30, b"".join(items))
-
-
-def der_int(v: int) -> bytes:
-    b = v.to_bytes(max(1, (v.bit_length() + 8) // 8), "big")
-    return _tlv(0x02, b)
-
-
-def der_enum(v: int) -> bytes:
-    return _tlv(0x0A, bytes([v]))
-
-
-def der_octets(b: bytes) -> bytes:
-    return _tlv(0x04, b)
-
-
-def der_oid(dotted: str) -> bytes:
-    parts = [int(p) for p in dotted.split(".")]
-    out = bytes([parts[0] * 40 + parts[1]])
-    for p in parts[2:]:
-        chunk = [p & 0x7F]
-        p >>= 7
-        while p:
-            chunk.append(0x80 | (p & 0x7F))
-            p >>= 7
-        out += bytes(reversed(chunk))
-    return _tlv(0x06, out)
-
-
+# --------------------------------------------------------------------------- helpers
 def sgx_extension(
     cpusvn: bytes,
     pcesvn: int,
@@ -75,19 +36,11 @@ def sgx_extension(
     ppid: bytes = b"\x11" * 16,
 ) -> bytes:
     """Intel's SGX PCK certificate extension (OID 1.2.840.113741.1.13.1)."""
-    tcb = [der_seq(der_oid(f"{SGX_EXT}.2.{i + 1}"), der_int(cpusvn[i])) for i in range(16)]
-    tcb.append(der_seq(der_oid(f"{SGX_EXT}.2.17"), der_int(pcesvn)))
-    tcb.append(der_seq(der_oid(f"{SGX_EXT}.2.18"), der_octets(cpusvn)))
-    return der_seq(
-        der_seq(der_oid(f"{SGX_EXT}.1"), der_octets(ppid)),
-        der_seq(der_oid(f"{SGX_EXT}.2"), der_seq(*tcb)),
-        der_seq(der_oid(f"{SGX_EXT}.3"), der_octets(pce_id)),
-        der_seq(der_oid(f"{SGX_EXT}.4"), der_octets(fmspc)),
-        der_seq(der_oid(f"{SGX_EXT}.5"), der_enum(0)),
+    return sgx_extension_value(
+        ppid=ppid, cpu_svn=cpusvn, pce_svn=pcesvn, pce_id=pce_id, fmspc=fmspc
     )
 
 
-# --------------------------------------------------------------------------- helpers
 def ts(unix: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(unix, tz=dt.timezone.utc)
 
@@ -103,8 +56,7 @@ def raw_sig(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
     """r||s; memoised so that equal inputs give equal bytes (small test-vector diffs)."""
     cached = _SIGS.get((id(key), data))
     if cached is None:
-        r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
-        cached = _SIGS[(id(key), data)] = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        cached = _SIGS[(id(key), data)] = raw_ecdsa_sign(key, data)
     return cached
 
 
@@ -131,6 +83,15 @@ def pem(cert: x509.Certificate) -> str:
 
 
 # --------------------------------------------------------------------------- PKI
+_PCK_CRL_DISTRIBUTION = x509.CRLDistributionPoints(
+    [
+        x509.DistributionPoint(
+            [x509.UniformResourceIdentifier("https://pccs.invalid/pckcrl")], None, None, None
+        )
+    ]
+)
+
+
 @dataclass
 class CertSpec:
     """Knobs for one certificate."""
@@ -207,58 +168,27 @@ class Pki:
         spec: CertSpec,
         sgx_ext: bytes | None = None,
     ) -> x509.Certificate:
-        b = (
-            x509.CertificateBuilder()
-            .subject_name(name(cn))
-            .issuer_name(name(issuer_cn))
-            .public_key(key.public_key())
-            .serial_number(spec.serial or x509.random_serial_number())
-            .not_valid_before(ts(spec.not_before))
-            .not_valid_after(ts(spec.not_after))
-        )
-        if spec.ca is not None:
-            b = b.add_extension(x509.BasicConstraints(spec.ca, spec.path_length), critical=True)
-        ca_usage = spec.key_usage == "ca"
-        b = b.add_extension(
-            x509.KeyUsage(
-                digital_signature=not ca_usage,
-                content_commitment=not ca_usage,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=ca_usage,
-                crl_sign=ca_usage,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        b = b.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        extensions: list[tuple[x509.ExtensionType, bool]] = []
         if sgx_ext is not None:
-            b = b.add_extension(
-                x509.UnrecognizedExtension(x509.ObjectIdentifier(SGX_EXT), sgx_ext), False
-            )
-            b = b.add_extension(
-                x509.CRLDistributionPoints(
-                    [
-                        x509.DistributionPoint(
-                            [x509.UniformResourceIdentifier("https://pccs.invalid/pckcrl")],
-                            None,
-                            None,
-                            None,
-                        )
-                    ]
-                ),
-                False,
-            )
+            sgx = x509.UnrecognizedExtension(x509.ObjectIdentifier(SGX_EXTENSION_OID), sgx_ext)
+            extensions += [(sgx, False), (_PCK_CRL_DISTRIBUTION, False)]
         if spec.extra_critical_oid:
-            b = b.add_extension(
-                x509.UnrecognizedExtension(
-                    x509.ObjectIdentifier(spec.extra_critical_oid), b"\x05\x00"
-                ),
-                critical=True,
-            )
-        return b.sign(issuer_key, hashes.SHA256())
+            oid = x509.ObjectIdentifier(spec.extra_critical_oid)
+            extensions.append((x509.UnrecognizedExtension(oid, b"\x05\x00"), True))
+        return build_certificate(
+            subject=name(cn),
+            public_key=key.public_key(),
+            issuer=name(issuer_cn),
+            issuer_key=issuer_key,
+            not_before=ts(spec.not_before),
+            not_after=ts(spec.not_after),
+            serial=spec.serial or None,
+            basic_constraints=(
+                None if spec.ca is None else x509.BasicConstraints(spec.ca, spec.path_length)
+            ),
+            ca_key_usage=spec.key_usage == "ca",
+            extensions=extensions,
+        )
 
     def leaf(
         self, cpusvn: bytes, pcesvn: int, fmspc: bytes, spec: CertSpec | None = None
@@ -309,21 +239,14 @@ class Pki:
         next_update: int,
         revoked: tuple[int, ...],
     ) -> bytes:
-        b = (
-            x509.CertificateRevocationListBuilder()
-            .issuer_name(name(issuer_cn))
-            .last_update(ts(this_update))
-            .next_update(ts(next_update))
-            .add_extension(x509.CRLNumber(1), False)
+        return build_crl(
+            issuer=name(issuer_cn),
+            issuer_key=issuer_key,
+            this_update=ts(this_update),
+            next_update=ts(next_update),
+            number=1,
+            revoked_serials=revoked,
         )
-        for serial in revoked:
-            b = b.add_revoked_certificate(
-                x509.RevokedCertificateBuilder()
-                .serial_number(serial)
-                .revocation_date(ts(this_update))
-                .build()
-            )
-        return b.sign(issuer_key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
 
 
 # --------------------------------------------------------------------------- collateral

@@ -112,6 +112,19 @@ class Browser:
         assert ready["type"] == "ready"
         return evidence
 
+    def answer(self, request: dict, value: str) -> None:
+        """Send ``value``, sealed, as the user's answer to a ``secret_request``."""
+        self.send(
+            self.client.seal(
+                {
+                    "type": "secret",
+                    "request_id": request["request_id"],
+                    "name": request["name"],
+                    "value": value,
+                }
+            )
+        )
+
     def drain(self, seconds: float = 0.5) -> None:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
@@ -145,16 +158,7 @@ def test_blocked_cell_receives_the_secret_over_control(kernel) -> None:
     assert request["type"] == "secret_request" and request["name"] == "db_password"
     time.sleep(0.3)  # the cell is blocked now; the shell channel is not being read
     secret = "S3cr3t-Value-xyz"
-    browser.send(
-        browser.client.seal(
-            {
-                "type": "secret",
-                "request_id": request["request_id"],
-                "name": "db_password",
-                "value": secret,
-            }
-        )
-    )
+    browser.answer(request, secret)
     assert browser.client.open(browser.next_comm())["ok"] is True
     reply = run_until_reply(kc, msg_id, browser)
     assert reply["content"]["status"] == "ok"
@@ -191,25 +195,26 @@ def test_interrupt_cancels_a_pending_secret_request(kernel) -> None:
     assert run_until_reply(kc, msg_id, browser)["content"]["status"] == "ok"
 
 
-def test_getpass_goes_through_the_channel(kernel) -> None:
+def run_answering(
+    kernel: tuple[Any, Any], code: str, name: str, prompt: str, value: str
+) -> Browser:
+    """Run ``code`` with a verified browser attached: it must ask for secret ``name`` with
+    ``prompt``; the browser answers ``value``, and the cell must then succeed."""
     km, kc = kernel
     browser = Browser(kc, km.pki_dir)
     browser.connect()
-    msg_id = kc.execute("import getpass\npw = getpass.getpass('Vault token: ')\nprint(len(pw))")
+    msg_id = kc.execute(code)
     request = browser.client.open(browser.next_comm())
-    assert request["name"] == "getpass" and request["prompt"] == "Vault token: "
-    browser.send(
-        browser.client.seal(
-            {
-                "type": "secret",
-                "request_id": request["request_id"],
-                "name": "getpass",
-                "value": "tok-123",
-            }
-        )
-    )
+    assert request["name"] == name and request["prompt"] == prompt
+    browser.answer(request, value)
     reply = run_until_reply(kc, msg_id, browser)
     assert reply["content"]["status"] == "ok"
+    return browser
+
+
+def test_getpass_goes_through_the_channel(kernel) -> None:
+    code = "import getpass\npw = getpass.getpass('Vault token: ')\nprint(len(pw))"
+    browser = run_answering(kernel, code, "getpass", "Vault token: ", "tok-123")
     assert "tok-123" not in json.dumps([m["content"] for m in browser.iopub])
 
 
@@ -260,6 +265,13 @@ def stream_text(browser: Browser) -> str:
     return "".join(parts)
 
 
+def displayed(browser: Browser) -> str:
+    """The content of every display_data and execute_result message, as JSON."""
+    return json.dumps(
+        [m["content"] for m in browser.iopub if m["msg_type"] in ("execute_result", "display_data")]
+    )
+
+
 def test_ppml_secret_magic_without_a_browser_says_why(tmp_path: Path) -> None:
     km, kc = start_kernel(tmp_path)
     try:
@@ -279,35 +291,20 @@ def test_ppml_secret_magic_without_a_browser_says_why(tmp_path: Path) -> None:
 
 
 def test_ppml_secret_magic_end_to_end(kernel) -> None:
-    km, kc = kernel
-    browser = Browser(kc, km.pki_dir)
-    browser.connect()
-    msg_id = kc.execute("%ppml secret warehouse_key --prompt 'Key for the warehouse'")
-    request = browser.client.open(browser.next_comm())
-    assert request["name"] == "warehouse_key" and request["prompt"] == "Key for the warehouse"
-    browser.send(
-        browser.client.seal(
-            {
-                "type": "secret",
-                "request_id": request["request_id"],
-                "name": "warehouse_key",
-                "value": "wk-0001",
-            }
-        )
+    _, kc = kernel
+    browser = run_answering(
+        kernel,
+        "%ppml secret warehouse_key --prompt 'Key for the warehouse'",
+        "warehouse_key",
+        "Key for the warehouse",
+        "wk-0001",
     )
-    reply = run_until_reply(kc, msg_id, browser)
-    assert reply["content"]["status"] == "ok"
-    shown = json.dumps(
-        [m["content"] for m in browser.iopub if m["msg_type"] in ("execute_result", "display_data")]
-    )
+    shown = displayed(browser)
     assert "Secret 'warehouse_key' arrived end-to-end encrypted" in shown
     assert "SIMULATED SGX enclave session" in shown
     msg_id = kc.execute("%ppml secrets")
     run_until_reply(kc, msg_id, browser)
-    listing = json.dumps(
-        [m["content"] for m in browser.iopub if m["msg_type"] in ("execute_result", "display_data")]
-    )
-    assert "warehouse_key" in listing
+    assert "warehouse_key" in displayed(browser)
     assert "wk-0001" not in json.dumps([m["content"] for m in browser.iopub])
     # Nothing secret in IPython's history either: only the name was typed.
     msg_id = kc.history(hist_access_type="tail", n=10)

@@ -11,16 +11,12 @@ are real KubeSpawner traits and the EPC they request covers the default build.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.util
 import json
 import os
 import secrets
-import signal
 import stat
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +24,7 @@ import pytest
 import requests
 import yaml
 from support.jupyter_ws import run_cell
+from support.servers import free_port, start_server, stop_server, wait_http
 
 from ppml_kernel.kernel.occlum_spec import occlum_kernelspec
 from ppml_kernel.occlum.config import OcclumConfig
@@ -45,14 +42,6 @@ GATEWAY = ROOT / "images" / "jupyterhub" / "gateway" / "kernel-gateway.yaml"
 def need(module: str, install: str) -> None:
     if importlib.util.find_spec(module) is None:
         pytest.fail(f"{module} is not installed: `pip install {install}`")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def k8s_quantity(text: str) -> int:
@@ -110,39 +99,6 @@ def test_gateway_manifest_matches_the_gateway_and_the_build() -> None:
 # -- the trusted-frontend path, run locally ----------------------------------------------
 
 
-def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    out = open(log, "wb")  # noqa: SIM115
-    return subprocess.Popen(
-        cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-    )
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
-def wait_http(url: str, proc: subprocess.Popen, log: Path, headers: dict[str, str]) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"{proc.args[2]} exited:\n{log.read_text()[-3000:]}")
-        try:
-            if requests.get(url, headers=headers, timeout=2).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"no answer from {url}:\n{log.read_text()[-3000:]}")
-        time.sleep(0.3)
-
-
 @pytest.fixture
 def gateway_and_lab(tmp_path: Path) -> Iterator[dict[str, object]]:
     need("kernel_gateway", "jupyter_kernel_gateway")
@@ -189,7 +145,7 @@ def gateway_and_lab(tmp_path: Path) -> Iterator[dict[str, object]]:
     args = yaml.safe_load_all(GATEWAY.read_text())
     deployment = next(d for d in args if d["kind"] == "Deployment")
     gw_args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-    gateway = start(
+    gateway = start_server(
         [sys.executable, "-m", "kernel_gateway", *gw_args], gw_env, tmp_path / "gateway.log"
     )
     lab = None
@@ -215,7 +171,7 @@ def gateway_and_lab(tmp_path: Path) -> Iterator[dict[str, object]]:
         ]
         if os.geteuid() == 0:
             lab_args.append("--ServerApp.allow_root=True")
-        lab = start(lab_args, lab_env, tmp_path / "lab.log")
+        lab = start_server(lab_args, lab_env, tmp_path / "lab.log")
         wait_http(
             f"http://127.0.0.1:{lab_port}/api/status",
             lab,
@@ -230,8 +186,8 @@ def gateway_and_lab(tmp_path: Path) -> Iterator[dict[str, object]]:
         }
     finally:
         if lab is not None:
-            stop(lab)
-        stop(gateway)
+            stop_server(lab)
+        stop_server(gateway)
 
 
 def test_cell_runs_through_a_kernel_gateway(gateway_and_lab: dict[str, object]) -> None:

@@ -14,14 +14,10 @@ Needs (fails, never skips, without them): ``pip install jupyterhub`` and
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.util
 import os
 import secrets
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -30,6 +26,7 @@ from pathlib import Path
 import pytest
 import requests
 from support.jupyter_ws import run_cell
+from support.servers import free_port, start_server, stop_server, wait_http
 
 from ppml_kernel.kernel.kernelspec import install, kernelspec_dict
 
@@ -37,12 +34,6 @@ pytestmark = pytest.mark.hub
 
 ROOT = Path(__file__).resolve().parents[1]
 USER = "alice"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def proxy_command() -> str:
@@ -105,44 +96,16 @@ def hub(tmp_path: Path) -> Iterator[dict[str, object]]:
         "c.SharedPasswordAuthenticator.user_password = "
         "os.environ['JUPYTERHUB_TEST_PASSWORD']\n"
     )
-    log = open(tmp_path / "hub.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyterhub", "-f", str(config)],
-        cwd=tmp_path,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+    log = tmp_path / "hub.log"
+    proc = start_server(
+        [sys.executable, "-m", "jupyterhub", "-f", str(config)], env, log, cwd=tmp_path
     )
     base = f"http://127.0.0.1:{proxy_port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail("jupyterhub exited:\n" + (tmp_path / "hub.log").read_text()[-3000:])
-            try:
-                if requests.get(f"{base}/hub/api/", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    "jupyterhub did not answer within 60 s:\n"
-                    + (tmp_path / "hub.log").read_text()[-3000:]
-                )
-            time.sleep(0.3)
-        yield {"base": base, "password": password, "log": tmp_path / "hub.log"}
+        wait_http(f"{base}/hub/api/", proc, log)
+        yield {"base": base, "password": password, "log": log}
     finally:
-        proc.send_signal(signal.SIGTERM)  # the hub stops its servers and its proxy
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        # anything left in the hub's session (proxy, single-user server)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+        stop_server(proc)  # the hub stops its servers and its proxy
 
 
 def test_cell_runs_in_the_ppml_kernel_through_the_hub(hub: dict[str, object]) -> None:

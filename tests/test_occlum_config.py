@@ -350,26 +350,24 @@ def test_launcher_runs_the_kernel_module_with_spawn(tmp_path: Path) -> None:
         "PPML_CONNECTION_DIR": "/ppml/conn",
         "PYTHONPATH": os.pathsep.join([str(module_dir), str(ROOT)]),
     }
-    ok = subprocess.run(
-        [sys.executable, "-m", "ppml_kernel.occlum.launcher", "-f", "/ppml/conn/kernel-1.json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+
+    def launch(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "ppml_kernel.occlum.launcher", *argv],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    ok = launch("-f", "/ppml/conn/kernel-1.json")
     assert ok.returncode == 0, ok.stderr
     assert json.loads(record.read_text()) == {
         "argv": ["-f", "/ppml/conn/kernel-1.json"],
         "start": "spawn",
     }
     record.unlink()
-    refused = subprocess.run(
-        [sys.executable, "-m", "ppml_kernel.occlum.launcher", "-c", "print(1)"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    refused = launch("-c", "print(1)")
     assert refused.returncode == 2
     assert refused.stderr.startswith("ppml-kernel-enclave: usage:")
     assert "Traceback" not in refused.stderr
@@ -497,78 +495,31 @@ def test_cli_config_warns_about_debuggable(capsys: pytest.CaptureFixture[str]) -
     assert "NOT confidential" in captured.err
 
 
+def run_reference_values(mrenclave: str, out: Path, *more: str) -> int:
+    """``ppml-kernel occlum reference-values`` for ``mrenclave`` and MRSIGNER into ``out``."""
+    return run_cli(
+        "reference-values", "--mrenclave", mrenclave, "--mrsigner", MRSIGNER, "-o", str(out), *more
+    )
+
+
 def test_cli_reference_values(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     occlum_json, out = tmp_path / "Occlum.json", tmp_path / "ref.json"
+    from_occlum_json = ("--occlum-json", str(occlum_json))
     write_occlum_json(OcclumConfig(product_id=7, version_number=3), occlum_json)
-    assert (
-        run_cli(
-            "reference-values",
-            "--mrenclave",
-            MRENCLAVE,
-            "--mrsigner",
-            MRSIGNER,
-            "--occlum-json",
-            str(occlum_json),
-            "-o",
-            str(out),
-        )
-        == 0
-    )
+    assert run_reference_values(MRENCLAVE, out, *from_occlum_json) == 0
     first = reference.load(out)
     assert (first["isv_prod_id"], first["min_isv_svn"]) == (7, 3)
     newer = "11" * 32
     write_occlum_json(OcclumConfig(product_id=7, version_number=4), occlum_json)
-    assert (
-        run_cli(
-            "reference-values",
-            "--mrenclave",
-            newer,
-            "--mrsigner",
-            MRSIGNER,
-            "--occlum-json",
-            str(occlum_json),
-            "-o",
-            str(out),
-            "--append",
-        )
-        == 0
-    )
+    assert run_reference_values(newer, out, *from_occlum_json, "--append") == 0
     merged = reference.load(out)
     assert merged["mrenclave"] == [MRENCLAVE, newer]
     assert merged["min_isv_svn"] == 3  # the old build stays acceptable until retired
     capsys.readouterr()
 
     write_occlum_json(OcclumConfig(debuggable=True), occlum_json)
-    assert (
-        run_cli(
-            "reference-values",
-            "--mrenclave",
-            MRENCLAVE,
-            "--mrsigner",
-            MRSIGNER,
-            "--occlum-json",
-            str(occlum_json),
-            "-o",
-            str(tmp_path / "d.json"),
-        )
-        == 2
-    )
+    assert run_reference_values(MRENCLAVE, tmp_path / "d.json", *from_occlum_json) == 2
     assert "debuggable enclave" in capsys.readouterr().err
-    assert (
-        run_cli(
-            "reference-values",
-            "--mrenclave",
-            "xyz",
-            "--mrsigner",
-            MRSIGNER,
-            "--isv-prod-id",
-            "1",
-            "--min-isv-svn",
-            "0",
-            "-o",
-            str(out),
-        )
-        == 2
-    )
+    assert run_reference_values("xyz", out, "--isv-prod-id", "1", "--min-isv-svn", "0") == 2
     assert "MRENCLAVE must be 32 bytes" in capsys.readouterr().err
     assert reference.load(out) == merged  # a failed run changes nothing

@@ -19,19 +19,13 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from ppml_kernel.attestation.policy import DEFAULT_ALLOWED_TCB_STATUSES
+from ppml_kernel.attestation.policy import KNOWN_TCB_STATUSES as ALL_TCB_STATUSES
+
 SCHEMA = "ppml-reference-values/1"
-DEFAULT_TCB_STATUSES = ("UpToDate", "SWHardeningNeeded")
+DEFAULT_TCB_STATUSES = DEFAULT_ALLOWED_TCB_STATUSES
 # dcap-qvl's status names (CamelCase); Revoked is never acceptable.
-KNOWN_TCB_STATUSES = frozenset(
-    {
-        "UpToDate",
-        "SWHardeningNeeded",
-        "ConfigurationNeeded",
-        "ConfigurationAndSWHardeningNeeded",
-        "OutOfDate",
-        "OutOfDateConfigurationNeeded",
-    }
-)
+KNOWN_TCB_STATUSES = frozenset(ALL_TCB_STATUSES) - {"Revoked"}
 _HEX32 = re.compile(r"^[0-9a-f]{64}$")
 
 

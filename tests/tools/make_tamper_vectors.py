@@ -19,6 +19,7 @@ Run: PYTHONPATH=.:tests python tests/tools/make_tamper_vectors.py
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import struct
 import sys
@@ -29,6 +30,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import dcap_synth as s  # noqa: E402
+
+from ppml_kernel.attestation.policy import KNOWN_TCB_STATUSES  # noqa: E402
 
 VECTORS = ROOT / "tests" / "data" / "vectors"
 DAY = 86400
@@ -320,15 +323,7 @@ def synthetic(pki: s.Pki) -> tuple[dict, list[dict]]:
     add("intel-root", root="intel")
     add("one-day-later", verify_at=now + DAY)
     add("thirty-days-later", verify_at=now + 30 * DAY)
-    for status in [
-        "UpToDate",
-        "SWHardeningNeeded",
-        "ConfigurationNeeded",
-        "ConfigurationAndSWHardeningNeeded",
-        "OutOfDate",
-        "OutOfDateConfigurationNeeded",
-        "Revoked",
-    ]:
+    for status in KNOWN_TCB_STATUSES:
         add(
             f"platform-{status}",
             s.scenario(pki, levels=[lvl([5] * 16, 13, status, ["INTEL-SA-00001"])]),
@@ -402,40 +397,19 @@ def synthetic(pki: s.Pki) -> tuple[dict, list[dict]]:
     add("vendor-id-not-intel", s.scenario(pki, quote_kwargs={"vendor_id": b"\x00" * 16}))
     add("quote-version-4-sgx", s.scenario(pki, quote_kwargs={"version": 4}))
     spec = s.CertSpec
-    add(
-        "pck-leaf-expired",
-        s.scenario(pki, leaf_spec=spec(now - DAY, now - 1, False, key_usage="sign", serial=4)),
-    )
-    add(
-        "pck-leaf-not-after-now",
-        s.scenario(pki, leaf_spec=spec(now - DAY, now, False, key_usage="sign", serial=4)),
-    )
-    add(
-        "pck-leaf-not-yet-valid",
-        s.scenario(pki, leaf_spec=spec(now + 1, now + DAY, False, key_usage="sign", serial=4)),
-    )
-    add(
-        "pck-leaf-is-ca",
-        s.scenario(pki, leaf_spec=spec(now - DAY, now + DAY, True, key_usage="sign", serial=4)),
-    )
-    add(
-        "pck-leaf-without-basic-constraints",
-        s.scenario(pki, leaf_spec=spec(now - DAY, now + DAY, None, key_usage="sign", serial=4)),
-    )
-    add(
-        "pck-leaf-unknown-critical-extension",
-        s.scenario(
-            pki,
-            leaf_spec=spec(
-                now - DAY,
-                now + DAY,
-                False,
-                key_usage="sign",
-                serial=4,
-                extra_critical_oid="1.2.3.4",
-            ),
+    pck_leaf = functools.partial(spec, key_usage="sign", serial=4)
+    for cid, leaf_spec in [
+        ("pck-leaf-expired", pck_leaf(now - DAY, now - 1, False)),
+        ("pck-leaf-not-after-now", pck_leaf(now - DAY, now, False)),
+        ("pck-leaf-not-yet-valid", pck_leaf(now + 1, now + DAY, False)),
+        ("pck-leaf-is-ca", pck_leaf(now - DAY, now + DAY, True)),
+        ("pck-leaf-without-basic-constraints", pck_leaf(now - DAY, now + DAY, None)),
+        (
+            "pck-leaf-unknown-critical-extension",
+            pck_leaf(now - DAY, now + DAY, False, extra_critical_oid="1.2.3.4"),
         ),
-    )
+    ]:
+        add(cid, s.scenario(pki, leaf_spec=leaf_spec))
     add("pck-leaf-revoked", s.scenario(pki, pck_crl=(now - DAY, now + 20 * DAY, (4,))))
     add("pck-leaf-serial-in-root-crl", s.scenario(pki, root_crl=(now - DAY, now + 300 * DAY, (4,))))
     add("pck-ca-revoked", s.scenario(pki, root_crl=(now - DAY, now + 300 * DAY, (2,))))
@@ -508,77 +482,39 @@ def synthetic(pki: s.Pki) -> tuple[dict, list[dict]]:
         "pck-chain-from-collateral-garbage",
         mutations=[c_mut("pck_certificate_chain", op="set", value="garbage")],
     )
-    # Certificates of the PKI itself with other properties.
-    for cid, attr, make in [
+    # Certificates of the PKI itself with other properties (all issued by the root).
+    subjects = {
+        "ca": ("TEST SGX PCK Platform CA", pki.ca_key),
+        "tcb": ("TEST SGX TCB Signing", pki.tcb_key),
+        "root": (pki.root_name, pki.root_key),
+    }
+    for cid, attr, cert_spec in [
         (
             "pck-ca-without-crl-sign",
             "ca",
-            lambda p: p.make_cert(
-                "TEST SGX PCK Platform CA",
-                p.ca_key,
-                p.root_name,
-                p.root_key,
-                spec(now - DAY, now + DAY, True, 0, key_usage="sign", serial=2),
-            ),
+            spec(now - DAY, now + DAY, True, 0, key_usage="sign", serial=2),
         ),
-        (
-            "pck-ca-not-a-ca",
-            "ca",
-            lambda p: p.make_cert(
-                "TEST SGX PCK Platform CA",
-                p.ca_key,
-                p.root_name,
-                p.root_key,
-                spec(now - DAY, now + DAY, False, None, serial=2),
-            ),
-        ),
-        (
-            "pck-ca-expired",
-            "ca",
-            lambda p: p.make_cert(
-                "TEST SGX PCK Platform CA",
-                p.ca_key,
-                p.root_name,
-                p.root_key,
-                spec(now - 9 * DAY, now - DAY, True, 0, serial=2),
-            ),
-        ),
+        ("pck-ca-not-a-ca", "ca", spec(now - DAY, now + DAY, False, None, serial=2)),
+        ("pck-ca-expired", "ca", spec(now - 9 * DAY, now - DAY, True, 0, serial=2)),
         (
             "tcb-signer-is-ca",
             "tcb",
-            lambda p: p.make_cert(
-                "TEST SGX TCB Signing",
-                p.tcb_key,
-                p.root_name,
-                p.root_key,
-                spec(now - DAY, now + DAY, True, None, key_usage="sign", serial=3),
-            ),
+            spec(now - DAY, now + DAY, True, None, key_usage="sign", serial=3),
         ),
         (
             "tcb-signer-expired",
             "tcb",
-            lambda p: p.make_cert(
-                "TEST SGX TCB Signing",
-                p.tcb_key,
-                p.root_name,
-                p.root_key,
-                spec(now - 9 * DAY, now - DAY, False, key_usage="sign", serial=3),
-            ),
+            spec(now - 9 * DAY, now - DAY, False, key_usage="sign", serial=3),
         ),
         (
             "root-expired-anchor-dates-ignored",
             "root",
-            lambda p: p.make_cert(
-                p.root_name,
-                p.root_key,
-                p.root_name,
-                p.root_key,
-                spec(now - 9 * DAY, now - DAY, True, None, serial=1),
-            ),
+            spec(now - 9 * DAY, now - DAY, True, None, serial=1),
         ),
     ]:
+        subject, key = subjects[attr]
         saved = getattr(pki, attr)
-        setattr(pki, attr, make(pki))
+        setattr(pki, attr, pki.make_cert(subject, key, pki.root_name, pki.root_key, cert_spec))
         sc = s.scenario(pki)
         if attr == "root":
             add(cid, sc, root_der=pki.root_der.hex())

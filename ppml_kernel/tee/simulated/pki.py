@@ -23,6 +23,7 @@ import os
 import secrets
 import shutil
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,52 +116,122 @@ def _new_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def _build_cert(
+def build_certificate(
     *,
+    subject: x509.Name,
+    public_key: ec.EllipticCurvePublicKey,
+    issuer: x509.Name,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    basic_constraints: x509.BasicConstraints | None,
+    ca_key_usage: bool,
+    serial: int | None = None,
+    authority_key: ec.EllipticCurvePublicKey | None = None,
+    extensions: Iterable[tuple[x509.ExtensionType, bool]] = (),
+) -> x509.Certificate:
+    """One ECDSA/SHA-256 certificate laid out like those of Intel's SGX PKI.
+
+    Extensions, in this order: BasicConstraints (critical; left out when None), KeyUsage
+    (critical: keyCertSign+cRLSign if ``ca_key_usage``, else digitalSignature+nonRepudiation),
+    SubjectKeyIdentifier, AuthorityKeyIdentifier of ``authority_key`` (if given), then
+    ``extensions`` as ``(extension, critical)`` pairs. ``serial`` defaults to a random one.
+    """
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(serial if serial is not None else x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+    )
+    if basic_constraints is not None:
+        builder = builder.add_extension(basic_constraints, critical=True)
+    builder = builder.add_extension(
+        x509.KeyUsage(
+            digital_signature=not ca_key_usage,
+            content_commitment=not ca_key_usage,
+            key_encipherment=False,
+            data_encipherment=False,
+            key_agreement=False,
+            key_cert_sign=ca_key_usage,
+            crl_sign=ca_key_usage,
+            encipher_only=False,
+            decipher_only=False,
+        ),
+        critical=True,
+    ).add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+    if authority_key is not None:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(authority_key), critical=False
+        )
+    for ext, critical in extensions:
+        builder = builder.add_extension(ext, critical=critical)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def build_crl(
+    *,
+    issuer: x509.Name,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    this_update: dt.datetime,
+    next_update: dt.datetime,
+    number: int,
+    authority_key: ec.EllipticCurvePublicKey | None = None,
+    revoked_serials: Iterable[int] = (),
+) -> bytes:
+    """A DER CRL (ECDSA/SHA-256) revoking ``revoked_serials`` as of ``this_update``.
+
+    Extensions: CRLNumber ``number``, then AuthorityKeyIdentifier of ``authority_key``
+    (if given).
+    """
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer)
+        .last_update(this_update)
+        .next_update(next_update)
+        .add_extension(x509.CRLNumber(number), critical=False)
+    )
+    if authority_key is not None:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(authority_key), critical=False
+        )
+    for serial in revoked_serials:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(serial)
+            .revocation_date(this_update)
+            .build()
+        )
+    return builder.sign(issuer_key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
+def _issue(
     subject: str,
     public_key: ec.EllipticCurvePublicKey,
     issuer: x509.Certificate | None,
     issuer_key: ec.EllipticCurvePrivateKey,
-    not_before: dt.datetime,
-    not_after: dt.datetime,
+    validity: tuple[dt.datetime, dt.datetime],
+    *,
     ca_path_length: int | None,
     extra: tuple[x509.ExtensionType, ...] = (),
 ) -> x509.Certificate:
-    """One certificate with the extensions Intel's SGX PKI uses (and webpki accepts)."""
+    """A certificate of this PKI (self-signed when ``issuer`` is None); a CA iff it has a path
+    length. It names its issuer's key, as Intel's certificates do (and webpki accepts)."""
     is_ca = ca_path_length is not None
-    issuer_public = issuer.public_key() if issuer is not None else public_key
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(issuer.subject if issuer is not None else _name(subject))
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=is_ca, path_length=ca_path_length), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=not is_ca,
-                content_commitment=not is_ca,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=is_ca,
-                crl_sign=is_ca,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_public),  # type: ignore[arg-type]
-            critical=False,
-        )
+    return build_certificate(
+        subject=_name(subject),
+        public_key=public_key,
+        issuer=issuer.subject if issuer is not None else _name(subject),
+        issuer_key=issuer_key,
+        not_before=validity[0],
+        not_after=validity[1],
+        basic_constraints=x509.BasicConstraints(ca=is_ca, path_length=ca_path_length),
+        ca_key_usage=is_ca,
+        authority_key=issuer.public_key() if issuer is not None else public_key,  # type: ignore[arg-type]
+        extensions=[(ext, False) for ext in extra],
     )
-    for ext in extra:
-        builder = builder.add_extension(ext, critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -438,34 +509,14 @@ class SimulatedPKI:
     @staticmethod
     def _generate(directory: Path) -> None:
         now = _utcnow()
-        not_before, not_after = now - CLOCK_SKEW, now + CA_LIFETIME
+        validity = (now - CLOCK_SKEW, now + CA_LIFETIME)
         root_key, platform_key, tcb_key, attestation_key = (_new_key() for _ in range(4))
-        root = _build_cert(
-            subject=ROOT_CN,
-            public_key=root_key.public_key(),
-            issuer=None,
-            issuer_key=root_key,
-            not_before=not_before,
-            not_after=not_after,
-            ca_path_length=1,
+        root = _issue(ROOT_CN, root_key.public_key(), None, root_key, validity, ca_path_length=1)
+        platform = _issue(
+            PLATFORM_CA_CN, platform_key.public_key(), root, root_key, validity, ca_path_length=0
         )
-        platform = _build_cert(
-            subject=PLATFORM_CA_CN,
-            public_key=platform_key.public_key(),
-            issuer=root,
-            issuer_key=root_key,
-            not_before=not_before,
-            not_after=not_after,
-            ca_path_length=0,
-        )
-        tcb_signing = _build_cert(
-            subject=TCB_SIGNING_CN,
-            public_key=tcb_key.public_key(),
-            issuer=root,
-            issuer_key=root_key,
-            not_before=not_before,
-            not_after=not_after,
-            ca_path_length=None,
+        tcb_signing = _issue(
+            TCB_SIGNING_CN, tcb_key.public_key(), root, root_key, validity, ca_path_length=None
         )
         for name, key in (
             (_ROOT_KEY, root_key),
@@ -542,13 +593,14 @@ class SimulatedPKI:
     def _create_leaf(self, level: tcb.TcbLevel) -> PckLeaf:
         now = _utcnow()
         key = _new_key()
-        cert = _build_cert(
-            subject=PCK_LEAF_CN,
-            public_key=key.public_key(),
-            issuer=self.platform_ca_certificate,
-            issuer_key=self._platform_key,
-            not_before=now - CLOCK_SKEW,
-            not_after=min(now + LEAF_LIFETIME, self.platform_ca_certificate.not_valid_after_utc),
+        platform_ca = self.platform_ca_certificate
+        validity = (now - CLOCK_SKEW, min(now + LEAF_LIFETIME, platform_ca.not_valid_after_utc))
+        cert = _issue(
+            PCK_LEAF_CN,
+            key.public_key(),
+            platform_ca,
+            self._platform_key,
+            validity,
             ca_path_length=None,
             extra=(
                 x509.UnrecognizedExtension(
@@ -593,19 +645,14 @@ class SimulatedPKI:
         this_update: dt.datetime,
         next_update: dt.datetime,
     ) -> bytes:
-        crl = (
-            x509.CertificateRevocationListBuilder()
-            .issuer_name(issuer.subject)
-            .last_update(this_update)
-            .next_update(next_update)
-            .add_extension(x509.CRLNumber(int(this_update.timestamp())), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key()),  # type: ignore[arg-type]
-                critical=False,
-            )
-            .sign(key, hashes.SHA256())
+        return build_crl(
+            issuer=issuer.subject,
+            issuer_key=key,
+            this_update=this_update,
+            next_update=next_update,
+            number=int(this_update.timestamp()),
+            authority_key=issuer.public_key(),  # type: ignore[arg-type]
         )
-        return crl.public_bytes(serialization.Encoding.DER)
 
     # ---- facts --------------------------------------------------------------------------
 
