@@ -438,7 +438,7 @@ def test_tsm_times_out_without_a_quote(tsm_root: Path) -> None:
     started = time.monotonic()
     with pytest.raises(AttesterError, match=r"no TDX quote .* after 0.2s"):
         run_tsm(tsm_root, None, timeout=0.2)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 30  # it gave up; it did not hang
 
 
 def test_tsm_missing_configfs_is_unavailable(tmp_path: Path) -> None:

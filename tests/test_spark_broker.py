@@ -322,7 +322,7 @@ def test_oversized_and_truncated_requests(driver, policy):
             s.sendall(b"POST /v1/attest HTTP/1.1\r\nContent-Length: 100\r\n\r\n{")
             t0 = time.monotonic()
             assert s.recv(100) == b""
-            assert 1.5 <= time.monotonic() - t0 <= 6
+            assert 1.5 <= time.monotonic() - t0 < 10  # dropped, not held until our own timeout
         good = client_for(broker, SimulatedAttester(pki_dir=driver.pki_dir), policy)
         assert good.fetch_key("kek-1") == KEK
 
