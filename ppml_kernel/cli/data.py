@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 from ppml_kernel.data.errors import DatasetError
 from ppml_kernel.data.files import is_hidden_name
@@ -108,7 +108,7 @@ def _inputs(paths: list[str]) -> Iterator[tuple[Path, Path]]:
             raise DatasetError(f"{p} does not exist")
 
 
-def _atomic_write(target: Path, force: bool, fill: Callable[[object], None]) -> None:
+def _atomic_write(target: Path, force: bool, fill: Callable[[BinaryIO], None]) -> None:
     """Write through ``fill(file)`` into a hidden temp file, then rename to ``target``."""
     if target.exists() and not force:
         raise DatasetError(f"{target} exists (use --force to replace it)")
@@ -158,9 +158,37 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sole_key_id(provider: KeyFileProvider) -> str | None:
+    """The key id when the key files hold exactly one key, else None (the user must choose)."""
+    ids = provider.key_ids()
+    return ids[0] if len(ids) == 1 else None
+
+
+Transform = Callable[[BinaryIO, BinaryIO, Path, Callable[[int], None]], None]
+
+
+def _write_plan(plan: list[tuple[Path, Path]], label: str, args: argparse.Namespace,
+                transform: Transform) -> int:
+    """Run ``transform(src file, out file, src, progress)`` for each (src, dst), atomically.
+
+    Returns the total input size. Each output appears only once it is complete.
+    """
+    total = sum(src.stat().st_size for src, _ in plan)
+    bar = Progress(label, total, enabled=True if args.progress else None)
+    try:
+        for src, dst in plan:
+            def fill(out: BinaryIO, src: Path = src) -> None:
+                with open(src, "rb") as f:
+                    transform(f, out, src, bar.update)
+            _atomic_write(dst, args.force, fill)
+    finally:
+        bar.close()
+    return total
+
+
 def cmd_encrypt(args: argparse.Namespace) -> int:
     provider = _providers(args.key_file)
-    key_id = args.key_id or (provider.key_ids()[0] if len(provider.key_ids()) == 1 else None)
+    key_id = args.key_id or _sole_key_id(provider)
     if not key_id:
         return _fail("several keys loaded: choose one with --key-id")
     if key_id not in provider.key_ids():
@@ -171,17 +199,12 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
         head, _size = _head(src)
         if head.startswith(MAGIC):
             raise DatasetError(f"{src} is already a ppml-aead file")
-    total = sum(src.stat().st_size for src, _ in plan)
-    bar = Progress("encrypt", total, enabled=True if args.progress else None)
-    try:
-        for src, dst in plan:
-            def fill(out: object, src: Path = src) -> None:
-                with open(src, "rb") as f:
-                    encrypt_stream(f, out, provider, key_id, args.chunk_size,  # type: ignore[arg-type]
-                                   source=str(src), progress=bar.update)
-            _atomic_write(dst, args.force, fill)
-    finally:
-        bar.close()
+
+    def encrypt(f: BinaryIO, out: BinaryIO, src: Path, progress: Callable[[int], None]) -> None:
+        encrypt_stream(f, out, provider, key_id, args.chunk_size, source=str(src),
+                       progress=progress)
+
+    total = _write_plan(plan, "encrypt", args, encrypt)
     print(f"encrypted {len(plan)} file(s), {total / 1e6:,.1f} MB, for key id {key_id!r} -> "
           f"{args.output}", file=sys.stderr)
     return 0
@@ -194,17 +217,11 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
         inputs, args.output,
         lambda rel: rel.with_name(rel.name.removesuffix(FILE_SUFFIX)) if rel.name.endswith(
             FILE_SUFFIX) else rel.with_name(rel.name + ".plain"))
-    total = sum(src.stat().st_size for src, _ in plan)
-    bar = Progress("decrypt", total, enabled=True if args.progress else None)
-    try:
-        for src, dst in plan:
-            def fill(out: object, src: Path = src) -> None:
-                with open(src, "rb") as f:
-                    decrypt_stream(f, out, provider, source=str(src),  # type: ignore[arg-type]
-                                   progress=bar.update)
-            _atomic_write(dst, args.force, fill)
-    finally:
-        bar.close()
+
+    def decrypt(f: BinaryIO, out: BinaryIO, src: Path, progress: Callable[[int], None]) -> None:
+        decrypt_stream(f, out, provider, source=str(src), progress=progress)
+
+    _write_plan(plan, "decrypt", args, decrypt)
     print(f"decrypted {len(plan)} file(s) -> {args.output}", file=sys.stderr)
     return 0
 
@@ -250,7 +267,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_rewrap(args: argparse.Namespace) -> int:
     old = _providers(args.key_file)
     new = _providers(args.new_key_file)
-    new_id = args.new_key_id or (new.key_ids()[0] if len(new.key_ids()) == 1 else None)
+    new_id = args.new_key_id or _sole_key_id(new)
     if not new_id:
         return _fail("several new keys loaded: choose one with --new-key-id")
     count = 0
@@ -285,6 +302,29 @@ def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namesp
     return run
 
 
+def _add_inputs(p: argparse.ArgumentParser, metavar: str = "IN") -> None:
+    p.add_argument("inputs", nargs="+", metavar=metavar, help="files or directories")
+
+
+def _add_key_files(p: argparse.ArgumentParser, metavar: str = "K",
+                   help: str = "key file (repeatable)") -> None:
+    p.add_argument("--key-file", action="append", required=True, metavar=metavar, help=help)
+
+
+def _add_transform_io(p: argparse.ArgumentParser) -> None:
+    """IN..., -o OUT and --key-file: what encrypt and decrypt both take first."""
+    _add_inputs(p)
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="output file (one input file) or directory")
+    _add_key_files(p)
+
+
+def _add_write_flags(p: argparse.ArgumentParser) -> None:
+    """--force and --progress: how encrypt and decrypt write their outputs."""
+    p.add_argument("--force", action="store_true", help="replace existing outputs")
+    p.add_argument("--progress", action="store_true", help="show progress even for small inputs")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add keygen, encrypt, decrypt, inspect and rewrap to ``ppml-kernel``."""
     p = subparsers.add_parser(
@@ -299,29 +339,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "encrypt", help="encrypt files or directories to ppml-aead/1",
         description="Encrypt files (directories recursively) with a fresh data key per file, "
         "wrapped by the key in --key-file.")
-    p.add_argument("inputs", nargs="+", metavar="IN", help="files or directories")
-    p.add_argument("-o", "--output", required=True, metavar="OUT",
-                   help="output file (one input file) or directory")
-    p.add_argument("--key-file", action="append", required=True, metavar="K",
-                   help="key file (repeatable)")
+    _add_transform_io(p)
     p.add_argument("--key-id", help="which key to use when the key files hold several")
     p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
                    help=f"plaintext bytes per chunk (default {DEFAULT_CHUNK_SIZE})")
-    p.add_argument("--force", action="store_true", help="replace existing outputs")
-    p.add_argument("--progress", action="store_true", help="show progress even for small inputs")
+    _add_write_flags(p)
     p.set_defaults(func=_guard(cmd_encrypt))
 
     p = subparsers.add_parser(
         "decrypt", help="decrypt ppml-aead/1 files (data owner only)",
         description="Decrypt ppml-aead files; an output appears only after every chunk "
         "authenticated.")
-    p.add_argument("inputs", nargs="+", metavar="IN", help="files or directories")
-    p.add_argument("-o", "--output", required=True, metavar="OUT",
-                   help="output file (one input file) or directory")
-    p.add_argument("--key-file", action="append", required=True, metavar="K",
-                   help="key file (repeatable)")
-    p.add_argument("--force", action="store_true", help="replace existing outputs")
-    p.add_argument("--progress", action="store_true", help="show progress even for small inputs")
+    _add_transform_io(p)
+    _add_write_flags(p)
     p.set_defaults(func=_guard(cmd_decrypt))
 
     p = subparsers.add_parser(
@@ -336,9 +366,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "rewrap", help="re-seal files' data keys under a new key (no re-encryption)",
         description="Rotate the key of ppml-aead files in place: only the key slot in each "
         "header changes; data chunks are not rewritten.")
-    p.add_argument("inputs", nargs="+", metavar="PATH", help="files or directories")
-    p.add_argument("--key-file", action="append", required=True, metavar="OLD",
-                   help="key file with the current key (repeatable)")
+    _add_inputs(p, metavar="PATH")
+    _add_key_files(p, metavar="OLD", help="key file with the current key (repeatable)")
     p.add_argument("--new-key-file", action="append", required=True, metavar="NEW",
                    help="key file with the new key")
     p.add_argument("--new-key-id", help="which new key when the new key files hold several")

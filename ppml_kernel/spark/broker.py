@@ -76,18 +76,28 @@ Unwrapper = Callable[[str, WrappedKeyFields, bytes], bytes]
 Wrapper = Callable[[str, bytes, bytes], Any]  # -> an object with key_check, nonce, ciphertext
 
 
+def _dataset_keys(action: str) -> Any:
+    """The dataset layer's key module, imported on first use (the broker runs without it)."""
+    try:
+        from ppml_kernel.data import keys as data_keys
+    except ImportError:
+        raise LookupError(f"this driver has no dataset layer to {action} keys") from None
+    return data_keys
+
+
+def _kek(keys: KeySource, key_id: str) -> bytes:
+    kek = keys.get(key_id)
+    if kek is None:
+        raise LookupError(f"no key with key id {key_id!r} in the driver")
+    return kek
+
+
 def dataset_unwrapper(keys: KeySource) -> Unwrapper:
     """Open a dataset's wrapped data key with the KEK held here (the KEK never leaves)."""
 
     def unwrap(key_id: str, wrapped: WrappedKeyFields, context: bytes) -> bytes:
-        try:
-            from ppml_kernel.data.keys import unwrap_with_kek
-        except ImportError:
-            raise LookupError("this driver has no dataset layer to unwrap keys") from None
-        kek = keys.get(key_id)
-        if kek is None:
-            raise LookupError(f"no key with key id {key_id!r} in the driver")
-        return unwrap_with_kek(kek, key_id, wrapped, context)
+        unwrap_with_kek = _dataset_keys("unwrap").unwrap_with_kek
+        return unwrap_with_kek(_kek(keys, key_id), key_id, wrapped, context)
 
     return unwrap
 
@@ -96,14 +106,8 @@ def dataset_wrapper(keys: KeySource) -> Wrapper:
     """Seal a writer's new data key under the KEK held here (the KEK never leaves)."""
 
     def wrap(key_id: str, data_key: bytes, context: bytes) -> Any:
-        try:
-            from ppml_kernel.data.keys import wrap_with_kek
-        except ImportError:
-            raise LookupError("this driver has no dataset layer to wrap keys") from None
-        kek = keys.get(key_id)
-        if kek is None:
-            raise LookupError(f"no key with key id {key_id!r} in the driver")
-        return wrap_with_kek(kek, key_id, data_key, context)
+        wrap_with_kek = _dataset_keys("wrap").wrap_with_kek
+        return wrap_with_kek(_kek(keys, key_id), key_id, data_key, context)
 
     return wrap
 
