@@ -271,14 +271,15 @@ def compare_cluster(local: Times, cluster: Times, local_answers: dict,
             continue
         lr, cr = local_r[key], cluster_r[key]
         line = f"  {fmt:<7} {qname:<9} local {lr:4.2f}x  cluster {cr:4.2f}x"
+        line += f"  cluster/local {cr / lr:4.2f}"
         if fmt == "csv":
+            # Two readings of "within 10%": the cluster ratio is at most 10% above the
+            # local one, and the target, widened by 10%, still holds.
             limit = TARGETS[qname] * 1.1
-            good = cr <= limit
-            ok &= good
-            line += (f"  {'OK ' if good else 'MISS'} (target {TARGETS[qname]}x + 10% = "
-                     f"{limit:.2f}x; cluster/local {cr / lr:4.2f})")
-        else:
-            line += f"  (cluster/local {cr / lr:4.2f})"
+            held, close = cr <= limit, cr <= lr * 1.1
+            ok &= held
+            line += (f" {'OK ' if close else 'OVER'} (<= 1.10)  target {TARGETS[qname]}x "
+                     f"+ 10% = {limit:.2f}x {'OK' if held else 'MISS'}")
         agree = same(cluster_answers[(fmt, qname, "plain")], local_answers[(fmt, qname, "plain")])
         ok &= agree
         print(line + ("" if agree else "  RESULT DIFFERS FROM LOCAL"))
