@@ -11,26 +11,19 @@ kernel start does not load ``cryptography`` through this package.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from ppml_kernel._lazy import lazy_exports
 
 _HOMES = {
-    "PROTOCOL": "protocol",
-    "TARGET_NAME": "protocol",
-    "ProtocolError": "protocol",
-    "ChannelCryptoError": "crypto",
-    "ChannelError": "manager",
-    "ChannelManager": "manager",
-    "NoVerifiedSession": "manager",
-    "SecretDeclined": "manager",
-    "SecretTimeout": "manager",
+    "PROTOCOL": "ppml_kernel.channel.protocol",
+    "TARGET_NAME": "ppml_kernel.channel.protocol",
+    "ProtocolError": "ppml_kernel.channel.protocol",
+    "ChannelCryptoError": "ppml_kernel.channel.crypto",
+    "ChannelError": "ppml_kernel.channel.manager",
+    "ChannelManager": "ppml_kernel.channel.manager",
+    "NoVerifiedSession": "ppml_kernel.channel.manager",
+    "SecretDeclined": "ppml_kernel.channel.manager",
+    "SecretTimeout": "ppml_kernel.channel.manager",
 }
 
 __all__ = sorted(_HOMES)
-
-
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f"{__name__}.{home}"), name)
+__getattr__ = lazy_exports(__name__, _HOMES)

@@ -9,8 +9,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from ppml_kernel._lazy import lazy_exports
 from ppml_kernel.data.errors import (
     CorruptFileError,
     DatasetError,
@@ -71,13 +70,4 @@ __all__ = [
     "write_pandas",
     "write_spark",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    target = _LAZY.get(name)
-    if target is None:
-        raise AttributeError(f"module 'ppml_kernel.data' has no attribute {name!r}")
-    from importlib import import_module
-
-    module, attr = (target, name) if isinstance(target, str) else target
-    return getattr(import_module(module), attr)
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -5,7 +5,7 @@ Nothing here imports pyspark until a session is actually made.
 
 from __future__ import annotations
 
-from typing import Any
+from ppml_kernel._lazy import lazy_exports
 
 _LAZY = {
     "connect": "ppml_kernel.spark.connect",
@@ -22,12 +22,4 @@ _LAZY = {
 }
 
 __all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from importlib import import_module
-
-    return getattr(import_module(module), name)
+__getattr__ = lazy_exports(__name__, _LAZY)

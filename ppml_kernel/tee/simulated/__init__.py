@@ -15,8 +15,9 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ppml_kernel._lazy import lazy_exports
 from ppml_kernel.tee.base import Attester, AttesterError, check_report_data
 from ppml_kernel.tee.simulated.paths import env_pki_dir
 from ppml_kernel.tee.simulated.tcb import DEFAULT_TCB_STATUS, TCB_STATUSES
@@ -62,15 +63,7 @@ __all__ = [
     "SimulatedAttester",
     *_LAZY,
 ]
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from importlib import import_module
-
-    return getattr(import_module(module), name)
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 def _measurement(value: bytes | str | None, env: str, what: str) -> bytes | None:
