@@ -38,18 +38,9 @@ function el<K extends keyof HTMLElementTagNameMap>(tag: K, text?: string, cls?: 
   return node;
 }
 
-/** The one-line badge; follows whatever attestation it is given. */
-export class StatusBadge extends Widget {
-  private attestation: KernelAttestation | undefined;
-
-  constructor(private readonly onOpen: () => void) {
-    super();
-    this.addClass('ppml-status');
-    this.node.setAttribute('role', 'button');
-    this.node.setAttribute('data-ppml-phase', 'none');
-    this.node.addEventListener('click', () => this.onOpen());
-    this.follow(undefined);
-  }
+/** A widget that shows one kernel's attestation and re-renders when its state changes. */
+abstract class AttestationView extends Widget {
+  protected attestation: KernelAttestation | undefined;
 
   follow(attestation: KernelAttestation | undefined): void {
     if (this.attestation !== attestation) {
@@ -60,7 +51,21 @@ export class StatusBadge extends Widget {
     this.render();
   }
 
-  private render(): void {
+  protected abstract render(): void;
+}
+
+/** The one-line badge; follows whatever attestation it is given. */
+export class StatusBadge extends AttestationView {
+  constructor(private readonly onOpen: () => void) {
+    super();
+    this.addClass('ppml-status');
+    this.node.setAttribute('role', 'button');
+    this.node.setAttribute('data-ppml-phase', 'none');
+    this.node.addEventListener('click', () => this.onOpen());
+    this.follow(undefined);
+  }
+
+  protected render(): void {
     const state = this.attestation?.state;
     const phase: Phase = state?.phase ?? 'not-ppml';
     this.node.className = `lm-Widget ppml-status ${PHASE_CLASS[phase]}`;
@@ -82,9 +87,7 @@ function row(table: HTMLTableElement, key: string, value: string, cls?: string):
 }
 
 /** The full report for one kernel's attestation. */
-export class ReportPanel extends Widget {
-  private attestation: KernelAttestation | undefined;
-
+export class ReportPanel extends AttestationView {
   constructor() {
     super();
     this.id = 'ppml-attestation-report';
@@ -94,16 +97,7 @@ export class ReportPanel extends Widget {
     this.follow(undefined);
   }
 
-  follow(attestation: KernelAttestation | undefined): void {
-    if (this.attestation !== attestation) {
-      this.attestation?.stateChanged.disconnect(this.render, this);
-      this.attestation = attestation;
-      this.attestation?.stateChanged.connect(this.render, this);
-    }
-    this.render();
-  }
-
-  private render(): void {
+  protected render(): void {
     const node = this.node;
     node.textContent = '';
     const state: AttestationState | undefined = this.attestation?.state;
