@@ -44,12 +44,19 @@ export interface TcbLevel {
   advisoryIds: string[];
 }
 
+/** A TCB level keyed by one ISVSVN (TDX module identities, QE Identity). */
+export interface IsvTcbLevel {
+  isvsvn: number;
+  status: TcbStatus;
+  advisoryIds: string[];
+}
+
 export interface TdxModuleIdentity {
   id: string;
   mrsigner: string;
   attributes: string;
   attributesMask: string;
-  tcbLevels: { isvsvn: number; status: TcbStatus; advisoryIds: string[] }[];
+  tcbLevels: IsvTcbLevel[];
 }
 
 export interface TcbInfo {
@@ -74,7 +81,7 @@ export interface QeIdentity {
   attributesMask: Uint8Array;
   mrsigner: Uint8Array;
   isvprodid: number;
-  tcbLevels: { isvsvn: number; status: TcbStatus; advisoryIds: string[] }[];
+  tcbLevels: IsvTcbLevel[];
 }
 
 export class CollateralError extends Error {}
@@ -173,6 +180,17 @@ export function parseCollateral(input: string | Json): Collateral {
   };
 }
 
+/** `{tcb: {isvsvn}, tcbDate, tcbStatus, advisoryIDs}`; `what` prefixes error messages. */
+function isvTcbLevel(l: unknown, what: string, maxSvn: number): IsvTcbLevel {
+  const level = obj(l, `${what} tcbLevel`);
+  str(level, 'tcbDate', `${what} tcbLevel`);
+  return {
+    isvsvn: uint(obj(level.tcb, `${what} tcb`), 'isvsvn', `${what} tcb`, maxSvn),
+    status: status(level, `${what} tcbLevel`),
+    advisoryIds: advisories(level, `${what} tcbLevel`)
+  };
+}
+
 function components(v: unknown[], what: string): number[] {
   return v.map(c => uint(obj(c, what), 'svn', what, 255));
 }
@@ -219,15 +237,7 @@ export function parseTcbInfo(text: string): TcbInfo {
       mrsigner: str(id, 'mrsigner', 'tdxModuleIdentity'),
       attributes: str(id, 'attributes', 'tdxModuleIdentity'),
       attributesMask: str(id, 'attributesMask', 'tdxModuleIdentity'),
-      tcbLevels: arr(id, 'tcbLevels', 'tdxModuleIdentity').map(l => {
-        const level = obj(l, 'tdxModule tcbLevel');
-        str(level, 'tcbDate', 'tdxModule tcbLevel');
-        return {
-          isvsvn: uint(obj(level.tcb, 'tdxModule tcb'), 'isvsvn', 'tdxModule tcb', 255),
-          status: status(level, 'tdxModule tcbLevel'),
-          advisoryIds: advisories(level, 'tdxModule tcbLevel')
-        };
-      })
+      tcbLevels: arr(id, 'tcbLevels', 'tdxModuleIdentity').map(l => isvTcbLevel(l, 'tdxModule', 255))
     };
   });
   return info;
@@ -248,15 +258,7 @@ export function parseQeIdentity(text: string): QeIdentity {
     attributesMask: hexField(o, 'attributesMask', w, 16),
     mrsigner: hexField(o, 'mrsigner', w, 32),
     isvprodid: uint(o, 'isvprodid', w, 0xffff),
-    tcbLevels: arr(o, 'tcbLevels', w).map(l => {
-      const level = obj(l, 'QE tcbLevel');
-      str(level, 'tcbDate', 'QE tcbLevel');
-      return {
-        isvsvn: uint(obj(level.tcb, 'QE tcb'), 'isvsvn', 'QE tcb', 0xffff),
-        status: status(level, 'QE tcbLevel'),
-        advisoryIds: advisories(level, 'QE tcbLevel')
-      };
-    })
+    tcbLevels: arr(o, 'tcbLevels', w).map(l => isvTcbLevel(l, 'QE', 0xffff))
   };
 }
 

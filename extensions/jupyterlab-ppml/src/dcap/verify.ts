@@ -21,6 +21,7 @@ import { buf, concat, equal, fromHex, hex } from './bytes';
 import { Anchor, verifyChain } from './chain';
 import {
   Collateral,
+  IsvTcbLevel,
   parseCollateral,
   parseQeIdentity,
   parseTcbInfo,
@@ -157,6 +158,19 @@ interface PckExtension {
   fmspc: Uint8Array;
 }
 
+function statusOf(level: StatusWithAdvisories): StatusWithAdvisories {
+  return { status: level.status, advisoryIds: [...level.advisoryIds] };
+}
+
+/** The first (highest) ISVSVN-keyed level the enclave's ISVSVN reaches. */
+function isvLevel(levels: IsvTcbLevel[], isvsvn: number, what: string, levelsName: string): StatusWithAdvisories {
+  const level = levels.find(l => isvsvn >= l.isvsvn);
+  if (!level) {
+    throw new Error(`${what} ISVSVN ${isvsvn} is below every ${levelsName}`);
+  }
+  return statusOf(level);
+}
+
 function findIn(seq: Uint8Array, oid: string): Uint8Array | undefined {
   const r = new Der(seq);
   while (!r.atEnd()) {
@@ -254,7 +268,7 @@ function matchTdxModule(info: TcbInfo, td: TdReport): StatusWithAdvisories | und
   let mrsigner = hexN(info.tdxModule.mrsigner, 48, 'tdxModule.mrsigner');
   let attributes = hexN(info.tdxModule.attributes, 8, 'tdxModule.attributes');
   let mask = hexN(info.tdxModule.attributesMask, 8, 'tdxModule.attributesMask');
-  let levels: TcbInfo['tdxModuleIdentities'][number]['tcbLevels'] | undefined;
+  let levels: IsvTcbLevel[] | undefined;
   if (version > 0 && info.tdxModuleIdentities.length > 0) {
     const wanted = `TDX_${version.toString(16).toUpperCase().padStart(2, '0')}`;
     const identity = info.tdxModuleIdentities.find(i => i.id.toUpperCase() === wanted);
@@ -277,14 +291,7 @@ function matchTdxModule(info: TcbInfo, td: TdReport): StatusWithAdvisories | und
       throw new Error('TDX module SEAMATTRIBUTES has bits outside the mask');
     }
   }
-  if (levels) {
-    const level = levels.find(l => isvsvn >= l.isvsvn);
-    if (!level) {
-      throw new Error(`TDX module ISVSVN ${isvsvn} is below every TCB level`);
-    }
-    return { status: level.status, advisoryIds: [...level.advisoryIds] };
-  }
-  return undefined;
+  return levels ? isvLevel(levels, isvsvn, 'TDX module', 'TCB level') : undefined;
 }
 
 function matchPlatformTcb(
@@ -318,7 +325,7 @@ function matchPlatformTcb(
         continue;
       }
     }
-    let status: StatusWithAdvisories = { status: level.status, advisoryIds: [...level.advisoryIds] };
+    let status = statusOf(level);
     if (tdx) {
       const module = matchTdxModule(info, quote.report as TdReport);
       if (module) {
@@ -350,11 +357,7 @@ function matchQe(qe: EnclaveReport, id: QeIdentity): StatusWithAdvisories {
       throw new Error('QE ATTRIBUTES mismatch');
     }
   }
-  const level = id.tcbLevels.find(l => qe.isvSvn >= l.isvsvn);
-  if (!level) {
-    throw new Error(`QE ISVSVN ${qe.isvSvn} is below every QE TCB level`);
-  }
-  return { status: level.status, advisoryIds: [...level.advisoryIds] };
+  return isvLevel(id.tcbLevels, qe.isvSvn, 'QE', 'QE TCB level');
 }
 
 function checkAttributes(quote: Quote): void {
