@@ -181,9 +181,12 @@ export class ReportPanel extends AttestationView {
   }
 }
 
-/** Dialog body with a password field; the value leaves only through getValue(). */
-class SecretBody extends Widget implements Dialog.IBodyWidget<string> {
-  private input: HTMLInputElement;
+/**
+ * Dialog body: an optional warning, explanatory lines, then inputs; the secret leaves only
+ * through getValue(), which empties the password field (so does dispose, on cancel).
+ */
+abstract class SecretForm<T> extends Widget implements Dialog.IBodyWidget<T> {
+  protected readonly valueInput: HTMLInputElement = el('input');
 
   constructor(lines: string[], warning?: string) {
     super();
@@ -192,23 +195,41 @@ class SecretBody extends Widget implements Dialog.IBodyWidget<string> {
       this.node.appendChild(el('p', warning, 'ppml-warning'));
     }
     lines.forEach(l => this.node.appendChild(el('p', l)));
-    this.input = el('input');
-    this.input.type = 'password';
-    this.input.autocomplete = 'off';
-    this.input.spellcheck = false;
-    this.input.className = 'jp-mod-styled ppml-secret-input';
-    this.input.setAttribute('aria-label', 'secret value');
-    this.node.appendChild(this.input);
+    this.valueInput.type = 'password';
+    this.valueInput.autocomplete = 'off';
+    this.valueInput.spellcheck = false;
+    this.valueInput.className = 'jp-mod-styled ppml-secret-input';
+    this.valueInput.setAttribute('aria-label', 'secret value');
   }
 
-  getValue(): string {
-    const v = this.input.value;
-    this.input.value = '';
+  abstract getValue(): T;
+
+  /** The typed secret, removed from the page. */
+  protected takeValue(): string {
+    const v = this.valueInput.value;
+    this.valueInput.value = '';
     return v;
   }
 
+  dispose(): void {
+    this.valueInput.value = '';
+    super.dispose();
+  }
+}
+
+/** The value for a secret the kernel asked for by name. */
+class SecretBody extends SecretForm<string> {
+  constructor(lines: string[], warning?: string) {
+    super(lines, warning);
+    this.node.appendChild(this.valueInput);
+  }
+
+  getValue(): string {
+    return this.takeValue();
+  }
+
   protected onAfterAttach(): void {
-    this.input.focus();
+    this.valueInput.focus();
   }
 }
 
@@ -238,33 +259,21 @@ export function secretDialog(att: KernelAttestation, request: SecretRequest): { 
   return { dialog, result };
 }
 
-class UnsolicitedBody extends Widget implements Dialog.IBodyWidget<{ name: string; value: string }> {
-  private nameInput: HTMLInputElement;
-  private valueInput: HTMLInputElement;
+/** A name and a value, for a secret the user sends unasked. */
+class UnsolicitedBody extends SecretForm<{ name: string; value: string }> {
+  private nameInput: HTMLInputElement = el('input');
 
   constructor(lines: string[], warning?: string) {
-    super();
-    this.addClass('ppml-secret-body');
-    if (warning) {
-      this.node.appendChild(el('p', warning, 'ppml-warning'));
-    }
-    lines.forEach(l => this.node.appendChild(el('p', l)));
-    this.nameInput = el('input');
+    super(lines, warning);
     this.nameInput.placeholder = 'name, e.g. db_password';
     this.nameInput.className = 'jp-mod-styled ppml-secret-name';
-    this.valueInput = el('input');
-    this.valueInput.type = 'password';
-    this.valueInput.autocomplete = 'off';
     this.valueInput.placeholder = 'value';
-    this.valueInput.className = 'jp-mod-styled ppml-secret-input';
     this.node.appendChild(this.nameInput);
     this.node.appendChild(this.valueInput);
   }
 
   getValue(): { name: string; value: string } {
-    const out = { name: this.nameInput.value.trim(), value: this.valueInput.value };
-    this.valueInput.value = '';
-    return out;
+    return { name: this.nameInput.value.trim(), value: this.takeValue() };
   }
 }
 
