@@ -63,13 +63,10 @@ function shortHex(value: unknown): string {
   return String(value ?? '').slice(0, 8);
 }
 
-/** The self-signed certificate at the end of the quote's PCK chain (a root candidate). */
-function chainRoot(evidence: Evidence, report?: VerifiedReport): Uint8Array | undefined {
+/** The self-signed certificate at the end of the collateral's TCB Info chain (a root candidate). */
+function chainRoot(collateral: string): Uint8Array | undefined {
   try {
-    const q = report?.quote;
-    const data = q ? q.authData.certData : undefined;
-    const text = data ? new TextDecoder().decode(data) : JSON.parse(evidence.collateral ?? '{}').tcb_info_issuer_chain;
-    const blocks = pemBlocks(text);
+    const blocks = pemBlocks(JSON.parse(collateral).tcb_info_issuer_chain);
     const last = blocks[blocks.length - 1];
     const cert = parseCertificate(last);
     return equal(cert.subject, cert.issuer) ? last : undefined;
@@ -259,7 +256,7 @@ export class KernelAttestation {
     let verifyMs = performance.now() - t0;
     let simulatedRoot: string | undefined;
     if (!report) {
-      const root = chainRoot(evidence);
+      const root = chainRoot(evidence.collateral);
       if (!root) {
         throw new Error(intelError);
       }

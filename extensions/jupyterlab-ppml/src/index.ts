@@ -76,12 +76,10 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
     }
 
-    // Set when the manager exists (the host needs the manager for approvals).
-    let managerRef: AttestationManager | null = null;
     const host: AttestationHost = {
       policy: () => policy,
+      // Called only once the manager below exists (from an attestation it started).
       approveSimulated: async approval => {
-        const manager = managerRef!;
         if (manager.isSimulatedAllowed(approval.kernelId, approval.rootSha256)) {
           return true;
         }
@@ -96,7 +94,6 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
     };
     const manager = new AttestationManager(host);
-    managerRef = manager;
 
     const current = (): KernelAttestation | undefined => manager.get(tracker.currentWidget?.sessionContext.session?.kernel);
 
@@ -226,8 +223,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
           return;
         }
         try {
-          const parsed = parsePolicy(JSON.parse(text));
-          const merged = { ...parsed, allowedStatuses: JSON.parse(text).allowedStatuses ? parsed.allowedStatuses : policy.allowedStatuses };
+          const values = JSON.parse(text);
+          const parsed = parsePolicy(values);
+          const merged = { ...parsed, allowedStatuses: values.allowedStatuses ? parsed.allowedStatuses : policy.allowedStatuses };
           await settings.set('policy', merged as any);
           Notification.success('PPML: policy updated from the reference values; verifying again.');
           await current()?.attest();
