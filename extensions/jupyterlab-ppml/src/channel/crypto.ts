@@ -3,7 +3,7 @@
  * `ppml_kernel.channel.crypto` (tests/data/channel-vectors.json pins both).
  */
 
-import { buf, concat, equal, lp, u64be, utf8 } from '../dcap/bytes';
+import { buf, concat, lp, u64be, utf8 } from '../dcap/bytes';
 
 export const PROTOCOL = 'ppml-attest/1';
 export const NONCE_SIZE = 32;
@@ -165,5 +165,3 @@ export async function openFrame(
     throw new ChannelCryptoError(`frame ${seq} failed authentication`);
   }
 }
-
-export { equal };
