@@ -120,13 +120,15 @@ class OcclumProvisioner(LocalProvisioner):  # type: ignore[misc]
 
     @staticmethod
     def _connection_mount(instance: Path) -> tuple[str, str]:
+        path = instance / "Occlum.json"
         try:
-            doc = json.loads((instance / "Occlum.json").read_text(encoding="utf-8"))
-            return connection_mount_of(doc)
+            doc = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            if isinstance(exc, OcclumConfigError):
-                raise RuntimeError(f"{instance / 'Occlum.json'}: {exc}") from None
-            raise RuntimeError(f"cannot read {instance / 'Occlum.json'}: {exc}") from None
+            raise RuntimeError(f"cannot read {path}: {exc}") from None
+        try:
+            return connection_mount_of(doc)
+        except OcclumConfigError as exc:
+            raise RuntimeError(f"{path}: {exc}") from None
 
     def _make_run_dir(self, instance: Path) -> Path:
         """A private instance directory: shared read-only build, fresh sealed run/."""

@@ -157,7 +157,8 @@ def gateway_and_lab(tmp_path: Path) -> Iterator[dict[str, object]]:
             {"Authorization": f"token {gw_token}"},
         )
         # The user's own server: no kernels of its own, everything through the gateway.
-        lab_env = {**base_env, "JUPYTER_TOKEN": lab_token}
+        # Tokens through the environment, as docs/deploy.md says (not on a command line).
+        lab_env = {**base_env, "JUPYTER_TOKEN": lab_token, "JUPYTER_GATEWAY_AUTH_TOKEN": gw_token}
         lab_args = [
             sys.executable,
             "-m",
@@ -166,7 +167,6 @@ def gateway_and_lab(tmp_path: Path) -> Iterator[dict[str, object]]:
             "--ServerApp.ip=127.0.0.1",
             f"--ServerApp.port={lab_port}",
             f"--gateway-url=http://127.0.0.1:{gw_port}",
-            f"--GatewayClient.auth_token={gw_token}",
             "--GatewayClient.request_timeout=120",
         ]
         if os.geteuid() == 0:

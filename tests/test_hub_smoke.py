@@ -88,14 +88,12 @@ def hub(tmp_path: Path) -> Iterator[dict[str, object]]:
         "c.Spawner.http_timeout = 120\n"
         f"c.Spawner.environment = {{'JUPYTER_PATH': {str(share)!r}, "
         f"'PYTHONPATH': {str(ROOT)!r}}}\n"
-    )
-    env = {**os.environ, "JUPYTERHUB_TEST_PASSWORD": password}
-    # The password reaches the hub through its environment, not a file or argv.
-    config.write_text(
-        config.read_text() + "import os\n"
+        # The password reaches the hub through its environment, not a file or argv.
+        "import os\n"
         "c.SharedPasswordAuthenticator.user_password = "
         "os.environ['JUPYTERHUB_TEST_PASSWORD']\n"
     )
+    env = {**os.environ, "JUPYTERHUB_TEST_PASSWORD": password}
     log = tmp_path / "hub.log"
     proc = start_server(
         [sys.executable, "-m", "jupyterhub", "-f", str(config)], env, log, cwd=tmp_path

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from ppml_kernel.cli import fail
-from ppml_kernel.kernel.kernelspec import DEFAULT_NAME, install, kernelspec_dict
+from ppml_kernel.kernel.kernelspec import DEFAULT_NAME, TEE_CHOICES, install, kernelspec_dict
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,7 +19,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Install the PPML kernelspec into this environment and start JupyterLab "
         "on 127.0.0.1 with the notebooks open.",
     )
-    p.add_argument("--tee", default="simulated", help="TEE kind for the kernelspec [simulated]")
+    p.add_argument(
+        "--tee",
+        choices=TEE_CHOICES,
+        default="simulated",
+        help="TEE kind for the kernelspec [simulated]",
+    )
     p.add_argument("--port", type=int, default=8888, help="port on 127.0.0.1 [8888]")
     p.add_argument("--notebooks", metavar="DIR", help="directory to open [./notebooks if present]")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser")

@@ -1,6 +1,6 @@
 """Reference values: the measurements a verifier pins for an enclave build.
 
-Written by the image build (``images/occlum/build.sh``) right after ``occlum build``,
+Written by the image build (``images/occlum/build-instance.sh``) right after ``occlum build``,
 and imported by the browser's policy and the Python ``Policy``. Several MRENCLAVE
 values may be listed so a rolling upgrade accepts the old and the new build.
 
