@@ -75,7 +75,7 @@ class _Pending:
     request_id: str
     name: str
     event: threading.Event = field(default_factory=threading.Event)
-    value: str | None = None
+    value: str | None = field(default=None, repr=False)  # the secret: never in a repr
     declined: str | None = None
     answered_by: str | None = None
 
