@@ -228,8 +228,7 @@ class ChannelManager:
             return ref in self._sessions
 
     def ready_sessions(self) -> list[ServerSession]:
-        with self._lock:
-            return [s for s, _ in self._sessions.values() if s.ready]
+        return [s for s, _ in self._ready_targets()]
 
     def status(self) -> dict[str, Any]:
         with self._lock:
