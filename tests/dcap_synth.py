@@ -22,6 +22,7 @@ from cryptography.x509.oid import NameOID
 
 from ppml_kernel.tee.simulated.extension import SGX_EXTENSION_OID, sgx_extension_value
 from ppml_kernel.tee.simulated.pki import build_certificate, build_crl, raw_ecdsa_sign
+from ppml_kernel.tee.simulated.quote import report_body
 
 INTEL_QE_VENDOR_ID = bytes.fromhex("939a7233f79c4ca9940a0db3957f0607")
 QE_MRSIGNER = bytes.fromhex("8c4f5775d796503e96137f77c68a829a0056ac8ded70140b081b094490c57bff")
@@ -355,24 +356,22 @@ def enclave_report(
     isv_svn: int = 0,
     report_data: bytes = b"\x00" * 64,
 ) -> bytes:
+    """The simulated enclave's report body layout, with this PKI's test defaults."""
     attributes = (
         attributes if attributes is not None else bytes.fromhex("05000000000000000700000000000000")
     )
-    body = (
-        cpusvn
-        + struct.pack("<I", miscselect)
-        + b"\x00" * 28
-        + attributes
-        + mrenclave
-        + b"\x00" * 32
-        + mrsigner
-        + b"\x00" * 96
-        + struct.pack("<HH", isv_prod_id, isv_svn)
-        + b"\x00" * 60
-        + report_data
+    fixed = (cpusvn, 16), (attributes, 16), (mrenclave, 32), (mrsigner, 32), (report_data, 64)
+    assert all(len(value) == size for value, size in fixed)  # struct would pad or cut
+    return report_body(
+        cpu_svn=cpusvn,
+        misc_select=miscselect,
+        attributes=attributes,
+        mrenclave=mrenclave,
+        mrsigner=mrsigner,
+        isv_prod_id=isv_prod_id,
+        isv_svn=isv_svn,
+        report_data=report_data,
     )
-    assert len(body) == 384
-    return body
 
 
 def build_quote(
@@ -523,42 +522,3 @@ def _register_attester() -> None:
 
 
 _register_attester()
-
-
-_KEYS = ("root_key", "ca_key", "tcb_key", "pck_key", "att_key")
-_CERTS = ("root", "ca", "tcb")
-
-
-def save_pki(pki: Pki, directory: str) -> None:
-    """Persist a test PKI (private keys in clear: test-only, temporary directories only)."""
-    from pathlib import Path
-
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    for k in _KEYS:
-        (d / f"{k}.pem").write_bytes(
-            getattr(pki, k).private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    for c in _CERTS:
-        (d / f"{c}.pem").write_text(pem(getattr(pki, c)))
-    (d / "now").write_text(str(pki.now))
-
-
-def load_pki(directory: str) -> Pki | None:
-    """A PKI saved by :func:`save_pki`, so a restarted test kernel keeps its root."""
-    from pathlib import Path
-
-    d = Path(directory)
-    if not (d / "now").exists():
-        return None
-    keys = {
-        k: serialization.load_pem_private_key((d / f"{k}.pem").read_bytes(), None) for k in _KEYS
-    }
-    pki = Pki(now=int((d / "now").read_text()), **keys)
-    for c in _CERTS:
-        setattr(pki, c, x509.load_pem_x509_certificate((d / f"{c}.pem").read_bytes()))
-    return pki

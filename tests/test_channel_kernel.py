@@ -311,4 +311,6 @@ def test_ppml_secret_magic_end_to_end(kernel) -> None:
     # Nothing secret in IPython's history either: only the name was typed.
     msg_id = kc.history(hist_access_type="tail", n=10)
     hist = kc.get_shell_msg(timeout=10)
+    assert hist["parent_header"]["msg_id"] == msg_id and hist["content"]["status"] == "ok"
+    assert "secret warehouse_key" in json.dumps(hist["content"])  # the magic line is there
     assert "wk-0001" not in json.dumps(hist["content"])

@@ -52,10 +52,10 @@ class Wire:
 
 
 def connect(
-    manager: ChannelManager, pki: dcap_synth.Pki, ref: str = "comm-1"
+    manager: ChannelManager, pki: dcap_synth.Pki, ref: str = "comm-1", wire: Wire | None = None
 ) -> tuple[BrowserClient, Wire]:
     client = BrowserClient()
-    wire = Wire()
+    wire = wire or Wire()
     manager.on_open(ref, client.hello(), wire)
     evidence = wire.wait_for(1)
     assert evidence["type"] == "evidence", evidence
@@ -256,6 +256,25 @@ def test_request_secret_blocks_until_the_browser_answers(pki: dcap_synth.Pki) ->
     cancel = other.open(other_wire.wait_for(4))
     assert cancel["type"] == "secret_cancel" and "another window" in cancel["reason"]
     assert client.open(wire.wait_for(4))["ok"] is True
+
+
+def test_an_interrupt_while_the_request_goes_out_still_withdraws_it(pki: dcap_synth.Pki) -> None:
+    class InterruptedWire(Wire):
+        def __call__(self, msg: dict[str, Any]) -> None:
+            super().__call__(msg)
+            if len(self.sent) == 3:  # the secret_request was delivered, then Ctrl-C
+                raise KeyboardInterrupt
+
+    manager = ChannelManager(dcap_synth.SynthAttester(pki))
+    client, wire = connect(manager, pki)
+    _, late_wire = connect(manager, pki, "comm-2", InterruptedWire())
+    with pytest.raises(KeyboardInterrupt):
+        manager.request_secret("db_password", timeout=10)
+    assert manager.status()["pending"] == []
+    assert client.open(wire.wait_for(3))["type"] == "secret_request"
+    cancel = client.open(wire.wait_for(4))
+    assert cancel["type"] == "secret_cancel" and cancel["reason"] == "the cell was interrupted"
+    assert len(late_wire.sent) == 4  # the browser that got the request last is told too
 
 
 def test_request_secret_wrong_name_is_refused(pki: dcap_synth.Pki) -> None:

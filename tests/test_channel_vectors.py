@@ -59,7 +59,7 @@ def test_key_schedule_and_frames(v: dict) -> None:
 
 
 def test_recorded_handshake_kernel_side() -> None:
-    """Replaying the browser's recorded frames against a session with the same keys."""
+    """The recorded frames open with the keys derived from the recorded private keys."""
     h = DATA["handshake"]
     hello, evidence, finished, ready, secret, result = (m["msg"] for m in h["messages"])
     quote = protocol.b64decode(evidence["quote"], "quote")
@@ -91,4 +91,45 @@ def test_recorded_handshake_kernel_side() -> None:
         seq, ct = protocol.parse_sealed(msg)
         out = crypto.open_frame(keys.k2b, keys.session_id, crypto.DIR_K2B, seq, ct)
         assert json.loads(out)["type"] == expected_type
-    assert isinstance(ServerSession("x"), ServerSession)
+
+
+class _RecordedQuote:
+    """An attester that answers with the recorded quote (its REPORT_DATA is checked)."""
+
+    def __init__(self, quote: bytes) -> None:
+        self._quote = quote
+
+    def quote(self, report_data: bytes) -> bytes:
+        assert self._quote[368:432] == report_data
+        return self._quote
+
+    def collateral(self) -> str | None:
+        return None
+
+    def describe(self) -> dict[str, object]:
+        return {"kind": "recorded"}
+
+
+def test_recorded_browser_frames_through_a_server_session() -> None:
+    """A ServerSession with the recorded enclave key accepts the browser's recorded frames
+    and seals its own answers byte for byte as recorded."""
+    h = DATA["handshake"]
+    hello, evidence, finished, ready, secret, result = (m["msg"] for m in h["messages"])
+    session = ServerSession("comm-1")
+    answer = session.handshake(
+        hello,
+        _RecordedQuote(protocol.b64decode(evidence["quote"], "quote")),
+        enclave_key=key(h["enclave_private_d"]),
+    )
+    assert (answer["enclave_pub"], answer["quote"]) == (evidence["enclave_pub"], evidence["quote"])
+    assert session.open(finished)["type"] == "finished" and session.ready
+    assert session.session_id == h["session_id"]
+    assert session.seal({"type": "ready", "session_id": session.session_id}) == ready
+    assert session.open(secret)["value"] == "hunter2"
+    sealed = session.seal(
+        {"type": "secret_result", "request_id": None, "name": "db_password", "ok": True}
+    )
+    assert sealed == result
+    with pytest.raises(protocol.ProtocolError) as replayed:
+        session.open(secret)
+    assert replayed.value.code == "replay"

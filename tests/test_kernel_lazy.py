@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -35,8 +36,24 @@ def loaded(kc, browser: Browser) -> dict[str, bool]:
     browser.iopub.clear()
     msg_id = kc.execute(PROBE)
     assert run_until_reply(kc, msg_id, browser)["content"]["status"] == "ok"
-    lines = [line for line in stream_text(browser).splitlines() if line.startswith("{")]
+    # Only this probe's output, complete: on a loaded machine an earlier cell's stream
+    # can arrive late, and this one's after the reply.
+    deadline = time.monotonic() + 30
+    while not any(
+        mine(m, msg_id) and m["msg_type"] == "status" and m["content"]["execution_state"] == "idle"
+        for m in browser.iopub
+    ):
+        assert time.monotonic() < deadline, "the probe cell never went idle"
+        browser.drain(0.2)
+    text = "".join(
+        m["content"]["text"] for m in browser.iopub if mine(m, msg_id) and m["msg_type"] == "stream"
+    )
+    lines = [line for line in text.splitlines() if line.startswith("{")]
     return json.loads(lines[-1])
+
+
+def mine(msg: dict, msg_id: str) -> bool:
+    return msg["parent_header"].get("msg_id") == msg_id
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
@@ -119,10 +119,10 @@ def _hkdf(shared: bytes, salt: bytes, info: bytes, length: int) -> bytes:
 
 @dataclass(frozen=True)
 class DirectionKeys:
-    """Key and IV base for one direction of the channel."""
+    """Key and IV base for one direction of the channel (kept out of reprs and tracebacks)."""
 
-    key: bytes
-    iv: bytes
+    key: bytes = field(repr=False)
+    iv: bytes = field(repr=False)
 
 
 @dataclass(frozen=True)

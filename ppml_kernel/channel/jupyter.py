@@ -56,9 +56,7 @@ def install(
         from ppml_kernel.secrets import STORE
 
         secret_sink = STORE.put
-    manager = ChannelManager(
-        attester, collateral_provider, lambda n, v, s: secret_sink(n, v, s), kernel_info
-    )
+    manager = ChannelManager(attester, collateral_provider, secret_sink, kernel_info)
 
     def on_comm_open(comm: Any, msg: dict[str, Any]) -> None:
         ref = comm.comm_id

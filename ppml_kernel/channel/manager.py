@@ -75,7 +75,7 @@ class _Pending:
     request_id: str
     name: str
     event: threading.Event = field(default_factory=threading.Event)
-    value: str | None = None
+    value: str | None = field(default=None, repr=False)  # the secret: never in a repr
     declined: str | None = None
     answered_by: str | None = None
 
@@ -228,8 +228,7 @@ class ChannelManager:
             return ref in self._sessions
 
     def ready_sessions(self) -> list[ServerSession]:
-        with self._lock:
-            return [s for s, _ in self._sessions.values() if s.ready]
+        return [s for s, _ in self._ready_targets()]
 
     def status(self) -> dict[str, Any]:
         with self._lock:
@@ -268,8 +267,6 @@ class ChannelManager:
         if not targets:
             raise NoVerifiedSession(self._why_no_session())
         pending = _Pending(request_id=_pyrandom.token_hex(8), name=name)
-        with self._lock:
-            self._pending[pending.request_id] = pending
         request = {
             "type": protocol.SECRET_REQUEST,
             "request_id": pending.request_id,
@@ -277,19 +274,22 @@ class ChannelManager:
             "prompt": prompt or f"Enter the secret {name!r}",
             "timeout_s": timeout,
         }
-        sent = 0
-        for session, send in targets:
-            try:
-                send(session.seal(request))
-                sent += 1
-            except Exception:
-                log.debug("could not send secret request", exc_info=True)
-        if not sent:
-            with self._lock:
-                self._pending.pop(pending.request_id, None)
-            raise NoVerifiedSession(self._why_no_session())
         reason = "answered"
+        # Everything from registering the request on runs under the ``finally``: an
+        # interrupt that lands while the requests go out must still withdraw them.
         try:
+            with self._lock:
+                self._pending[pending.request_id] = pending
+            sent = 0
+            for session, send in targets:
+                try:
+                    send(session.seal(request))
+                    sent += 1
+                except Exception:
+                    log.debug("could not send secret request", exc_info=True)
+            if not sent:
+                reason = "the request could not be sent"
+                raise NoVerifiedSession(self._why_no_session())
             deadline = time.monotonic() + timeout
             while not pending.event.wait(poll):
                 if time.monotonic() >= deadline:

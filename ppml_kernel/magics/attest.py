@@ -88,13 +88,13 @@ def _browser_sessions(ctx: MagicContext) -> str:
     """How many browsers verified this enclave (the channel, if the kernel has one)."""
     from ppml_kernel.channel.jupyter import manager_of
 
-    manager = manager_of(ctx.kernel) if ctx.kernel is not None else None
+    manager = manager_of(ctx.kernel)  # None for a kernel without one (or no kernel)
     if manager is None:
         return "no attested channel in this kernel"
     sessions = manager.status()["sessions"]
-    ready = sum(1 for s in sessions if s["state"] == "ready")
     if not sessions:
         return "none yet (open the notebook in JupyterLab with the ppml extension)"
+    ready = sum(s["state"] == "ready" for s in sessions)
     return f"{ready} verified of {len(sessions)} opened"
 
 
