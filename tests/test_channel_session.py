@@ -74,7 +74,9 @@ def test_handshake_verifies_and_binds(pki: dcap_synth.Pki) -> None:
     assert client.verdict["status"] == "UpToDate"
     [session] = manager.ready_sessions()
     assert session.verdict["status"] == "UpToDate"
-    assert session.timings["handshake_ms"] < 20, session.timings
+    # Speed is benchmarks/bench_channel.py's job (no wall-clock bounds in tests): the
+    # session reports its handshake time.
+    assert session.timings["handshake_ms"] > 0, session.timings
     manager.on_message(
         "comm-1",
         client.seal(
