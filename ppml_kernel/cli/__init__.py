@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def fail(message: str, code: int = 1) -> int:
-    """Print one clear error line and return the exit code (for handlers)."""
-    print(f"ppml-kernel: {message}", file=sys.stderr)
+def fail(message: str, code: int = 1, *, command: str = "ppml-kernel") -> int:
+    """Print one clear error line, prefixed with ``command``, and return the exit code."""
+    print(f"{command}: {message}", file=sys.stderr)
     return code

@@ -14,6 +14,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from ppml_kernel.cli import fail
 from ppml_kernel.occlum import reference, spark_conf
 from ppml_kernel.occlum.config import (
     CONNECTION_MOUNT,
@@ -201,8 +202,7 @@ def _add_reference_values(commands: argparse._SubParsersAction) -> None:
 
 
 def _fail(message: str) -> int:
-    print(f"ppml-kernel occlum: {message}", file=sys.stderr)
-    return 2
+    return fail(message, 2, command="ppml-kernel occlum")
 
 
 def build_config(args: argparse.Namespace) -> OcclumConfig:
