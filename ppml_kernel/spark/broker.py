@@ -18,7 +18,7 @@ import os
 import secrets
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from html import escape
@@ -205,7 +205,7 @@ class KeyBroker:
         self._lock = threading.Lock()
         self._nonces: OrderedDict[bytes, float] = OrderedDict()
         self._sessions: OrderedDict[bytes, _Session] = OrderedDict()
-        self._attestations: list[Attestation] = []
+        self._attestations: deque[Attestation] = deque(maxlen=10000)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._private_key: Any = None
@@ -342,9 +342,8 @@ class KeyBroker:
         }
 
     def _expire(self, now: float) -> None:
-        for store in (self._nonces,):
-            for key in [k for k, exp in store.items() if exp < now]:
-                del store[key]
+        for nonce in [n for n, exp in self._nonces.items() if exp < now]:
+            del self._nonces[nonce]
         for sid in [s for s, sess in self._sessions.items() if sess.expires < now]:
             del self._sessions[sid]
 
@@ -438,8 +437,6 @@ class KeyBroker:
         )
         with self._lock:
             self._attestations.append(att)
-            if len(self._attestations) > 10000:
-                del self._attestations[:1000]
         self.audit.record(
             AuditEvent(
                 at=att.at,
