@@ -243,7 +243,7 @@ class KeyBroker:
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.2},
-            name="ppml-key-broker", daemon=True,
+            name="ppml-cluster-key-broker", daemon=True,
         )
         self._thread.start()
         return self
