@@ -271,7 +271,8 @@ def test_no_data_key_in_executor_environments_logs_or_event_logs(good, cluster, 
     assert not leaked_env, f"data key in the environment of pids {leaked_env}"
     executor_logs = list(cluster.directory.rglob("stderr"))
     assert executor_logs, "expected executor logs under the workers' work dirs"
-    assert not _files_containing(cluster.directory, needles)
+    # Daemon and executor logs, work dirs and conf: no data key, and no RPC secret either.
+    assert not _files_containing(cluster.directory, [*needles, cluster.auth_secret.encode()])
     audit_file = Path(session.broker.audit.path)
     session.stop()  # flushes the event log
     logged = list(events.rglob("*"))

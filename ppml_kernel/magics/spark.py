@@ -3,22 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from html import escape
 
 from ppml_kernel.magics.registry import MagicContext, MagicError, Subcommand
-
-
-class _Message:
-    """A one-line notice (not an error) in HTML and text."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def __repr__(self) -> str:
-        return self.text
-
-    def _repr_html_(self) -> str:
-        return f"<div class='ppml-spark-note'>{escape(self.text)}</div>"
+from ppml_kernel.magics.secret import Note
 
 
 def _conf_pairs(items: list[str] | None) -> dict[str, str]:
@@ -66,8 +53,8 @@ def _stop(ctx: MagicContext, args: argparse.Namespace):
     from ppml_kernel.spark.connect import stop
 
     if stop():
-        return _Message("Spark session and key broker stopped; no executor can fetch keys now.")
-    return _Message("No Spark session from %ppml spark connect is running.")
+        return Note("Spark session and key broker stopped; no executor can fetch keys now.")
+    return Note("No Spark session from %ppml spark connect is running.")
 
 
 def _status(ctx: MagicContext, args: argparse.Namespace):
@@ -75,7 +62,7 @@ def _status(ctx: MagicContext, args: argparse.Namespace):
 
     report = status()
     if report is None:
-        return _Message("Not connected. Use %ppml spark connect MASTER.")
+        return Note("Not connected. Use %ppml spark connect MASTER.")
     return report
 
 
@@ -84,7 +71,7 @@ def _audit(ctx: MagicContext, args: argparse.Namespace):
 
     session = current()
     if session is None:
-        return _Message("Not connected: no key broker, no audit log.")
+        return Note("Not connected: no key broker, no audit log.")
     return session.broker.audit.table(args.last)
 
 

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import threading
-import time
 from collections import deque
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -130,6 +129,3 @@ class AuditTable:
             + "</table>"
         )
 
-
-def now() -> float:
-    return time.time()

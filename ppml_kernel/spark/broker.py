@@ -18,7 +18,7 @@ import os
 import secrets
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from html import escape
@@ -138,9 +138,7 @@ class _Session:
     id: bytes
     aead: Any  # AESGCM
     executor: str
-    peer: str
     expires: float
-    grants: int = 0
 
 
 @dataclass
@@ -205,7 +203,7 @@ class KeyBroker:
         self._lock = threading.Lock()
         self._nonces: OrderedDict[bytes, float] = OrderedDict()
         self._sessions: OrderedDict[bytes, _Session] = OrderedDict()
-        self._attestations: list[Attestation] = []
+        self._attestations: deque[Attestation] = deque(maxlen=10000)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._private_key: Any = None
@@ -245,7 +243,7 @@ class KeyBroker:
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.2},
-            name="ppml-key-broker", daemon=True,
+            name="ppml-cluster-key-broker", daemon=True,
         )
         self._thread.start()
         return self
@@ -342,9 +340,8 @@ class KeyBroker:
         }
 
     def _expire(self, now: float) -> None:
-        for store in (self._nonces,):
-            for key in [k for k, exp in store.items() if exp < now]:
-                del store[key]
+        for nonce in [n for n, exp in self._nonces.items() if exp < now]:
+            del self._nonces[nonce]
         for sid in [s for s, sess in self._sessions.items() if sess.expires < now]:
             del self._sessions[sid]
 
@@ -383,7 +380,7 @@ class KeyBroker:
         session = self._open_session(req, nonce, worker_key, worker_public)
         self._record(req, probe, True, result.verdict, "verified and accepted by policy",
                      verify_ms, result)
-        grants, refused = self._grant(session, req, kek_ids, unwraps)
+        grants, refused = self._grant(session, peer, kek_ids, unwraps)
         return 200, {
             "session": P.b64e(session.id),
             "expires": session.expires,
@@ -401,7 +398,7 @@ class KeyBroker:
         sid = secrets.token_bytes(P.SESSION_ID_SIZE)
         shared = self._private_key.exchange(ec.ECDH(), worker_public)
         key = P.session_key(shared, nonce, self.broker_key, worker_key, sid)
-        session = _Session(sid, AESGCM(key), req.name, req.peer, time.time() + self.session_ttl)
+        session = _Session(sid, AESGCM(key), req.name, time.time() + self.session_ttl)
         with self._lock:
             self._expire(time.time())
             while len(self._sessions) >= self.max_sessions:
@@ -438,8 +435,6 @@ class KeyBroker:
         )
         with self._lock:
             self._attestations.append(att)
-            if len(self._attestations) > 10000:
-                del self._attestations[:1000]
         self.audit.record(
             AuditEvent(
                 at=att.at,
@@ -468,12 +463,11 @@ class KeyBroker:
                 session = None
         if session is None:
             return 401, {"error": "unknown or expired session; attest again", "reattest": True}
-        req = _identity(body.get("identity"), peer)
-        req.name = session.executor  # the attested identity, not the new claim
-        grants, refused = self._grant(session, req, kek_ids, unwraps, wraps)
+        # Audited under the identity the session attested with, not a new claim in the body.
+        grants, refused = self._grant(session, peer, kek_ids, unwraps, wraps)
         return 200, {"grants": grants, "refused": refused, "executor": session.executor}
 
-    def _grant(self, session: _Session, req: _Request, kek_ids: list[str],
+    def _grant(self, session: _Session, peer: str, kek_ids: list[str],
                unwraps: list[dict[str, Any]], wraps: list[dict[str, Any]] | None = None
                ) -> tuple[list[dict], list[dict]]:
         grants: list[dict[str, object]] = []
@@ -502,16 +496,15 @@ class KeyBroker:
             else:
                 refused.append({"kind": P.KIND_WRAP, "key_id": item["key_id"], "reason": reason})
         if grants:
-            session.grants += len(grants)
             self.audit.record(
-                AuditEvent(time.time(), GRANT, session.executor, req.peer, True,
+                AuditEvent(time.time(), GRANT, session.executor, peer, True,
                            reason=", ".join(sorted({str(g["kind"]) for g in grants})),
                            key_ids=tuple(str(g["key_id"]) for g in grants),
                            session=session.id.hex()[:8])
             )
         for item in refused:
             self.audit.record(
-                AuditEvent(time.time(), REFUSE, session.executor, req.peer, False,
+                AuditEvent(time.time(), REFUSE, session.executor, peer, False,
                            reason=str(item["reason"]), key_ids=(str(item["key_id"]),),
                            session=session.id.hex()[:8])
             )

@@ -3,9 +3,10 @@
 :func:`connect` starts the key broker, builds the driver's SparkContext with the
 hardened settings of :mod:`ppml_kernel.spark.security`, and sweeps the executors: one
 attestation probe per executor, shown as a table. It never puts the RPC secret on a
-command line: the py4j gateway is started first without it, the secret is set on the
-JVM's ``SparkConf`` through py4j, and removed from the context's conf once Spark has
-read it (so ``getConf()`` and the SQL conf never show it). pyspark is imported here,
+command line or in a conf: the py4j gateway is started first without it, then the
+secret goes through py4j into the driver JVM's Hadoop credentials (where Spark looks
+first) and the conf carries only a placeholder (see :func:`_hold_secret`), so
+``getConf()``, the SQL conf and the event log never show it. pyspark is imported here,
 on the first connect, never at kernel start.
 """
 
@@ -59,29 +60,25 @@ def own_measurement(attester: Attester) -> dict[str, str]:
     return {"mrtd": info.mr_td or ""}
 
 
+def _pins(measurement: dict[str, str]) -> dict[str, tuple[str, ...]]:
+    """Policy allow-lists that pin exactly ``measurement``."""
+    return {name: (measurement[name],) if measurement.get(name) else ()
+            for name in ("mrenclave", "mrsigner", "mrtd")}
+
+
 def default_cluster_policy(attester: Attester, measurement: dict[str, str]) -> Policy:
     """Executors must run the driver's own code; simulation only if the driver simulates."""
     from ppml_kernel.attestation import Policy
 
-    return Policy(
-        mrenclave=(measurement["mrenclave"],) if measurement.get("mrenclave") else (),
-        mrsigner=(measurement["mrsigner"],) if measurement.get("mrsigner") else (),
-        mrtd=(measurement["mrtd"],) if measurement.get("mrtd") else (),
-        allow_simulated=bool(attester.simulated),
-    )
+    return Policy(**_pins(measurement), allow_simulated=bool(attester.simulated))
 
 
 def driver_policy_for(policy: Policy, measurement: dict[str, str], simulated: bool) -> Policy:
     """What executors check the broker's driver quote against: this driver's measurement."""
     from ppml_kernel.attestation import Policy
 
-    return Policy(
-        mrenclave=(measurement["mrenclave"],) if measurement.get("mrenclave") else (),
-        mrsigner=(measurement["mrsigner"],) if measurement.get("mrsigner") else (),
-        mrtd=(measurement["mrtd"],) if measurement.get("mrtd") else (),
-        allowed_tcb_statuses=policy.allowed_tcb_statuses,
-        allow_simulated=simulated,
-    )
+    return Policy(**_pins(measurement), allowed_tcb_statuses=policy.allowed_tcb_statuses,
+                  allow_simulated=simulated)
 
 
 def describe_policy(policy: Policy) -> str:

@@ -199,8 +199,7 @@ class KeyClient:
                         "context": P.b64e(bytes(context))}
                 status, body = self._post(
                     self._connect(), "/v1/keys",
-                    {"session": P.b64e(session.id), "wrap": [item],
-                     "identity": executor_identity(self._tee_kind())},
+                    {"session": P.b64e(session.id), "wrap": [item]},
                 )
                 if status == 401 and attempt == 0:
                     self._session = None
@@ -256,8 +255,7 @@ class KeyClient:
         if self._session is not None:
             status, body = self._post(
                 self._connect(), "/v1/keys",
-                {"session": P.b64e(self._session.id), "keys": kek_ids, "unwrap": unwraps,
-                 "identity": executor_identity(self._tee_kind())},
+                {"session": P.b64e(self._session.id), "keys": kek_ids, "unwrap": unwraps},
             )
             if status == 200:
                 self._open_grants(self._session, body, kek_ids, unwraps)

@@ -29,7 +29,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ppml_kernel.spark.security import daemon_properties, write_private_properties
@@ -74,7 +74,6 @@ class Daemon:
     process: subprocess.Popen
     log: Path
     work_dir: Path | None = None
-    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def pid(self) -> int:
@@ -237,6 +236,7 @@ class LocalCluster:
 
     def stop(self) -> None:
         """Stop every daemon (workers first) and remove the cluster directory if we made it."""
+        atexit.unregister(self.stop)
         with _REGISTRY_LOCK:
             if _REGISTRY.get(self.master_url) is self:
                 del _REGISTRY[self.master_url]
@@ -320,7 +320,7 @@ class LocalCluster:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        return Daemon(name, proc, log, work_dir, dict(env or {}))
+        return Daemon(name, proc, log, work_dir)
 
     def _spawn_worker(
         self,

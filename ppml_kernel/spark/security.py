@@ -172,12 +172,6 @@ class SecurityReport:
         rows.append(Row("Not covered", "-", INFO, not_covered))
         return cls(rows)
 
-    def state(self, protection: str) -> str | None:
-        for row in self.rows:
-            if row.protection == protection:
-                return row.state
-        return None
-
     def level(self, protection: str) -> str | None:
         for row in self.rows:
             if row.protection == protection:
