@@ -57,12 +57,11 @@ from ppml_kernel.data.files import (
 )
 from ppml_kernel.data.format import DEFAULT_CHUNK_SIZE, FILE_SUFFIX, EncryptedFile
 from ppml_kernel.data.keysource import provider_for
+from ppml_kernel.data.late import REF_MASK, REF_SHIFT
 from ppml_kernel.data.tabular import FORMATS, TableSpec, count_segment, infer_schema, read_segment
 
 NAME = "ppml"
 REF_COLUMN = "__ppml_ref"
-REF_SHIFT = 40
-REF_MASK = (1 << REF_SHIFT) - 1
 REF_BATCH = 1 << 20
 
 
