@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from ppml_kernel.data.errors import DatasetError
-from ppml_kernel.data.files import is_hidden_name
+from ppml_kernel.data.files import walk_files
 from ppml_kernel.data.format import (
     DEFAULT_CHUNK_SIZE,
     FILE_SUFFIX,
@@ -95,17 +95,8 @@ class Progress:
 def _inputs(paths: list[str]) -> Iterator[tuple[Path, Path]]:
     """(input file, path relative to the output root) for files and directory trees."""
     for p in map(Path, paths):
-        if p.is_dir():
-            for root, dirs, files in os.walk(p):
-                dirs[:] = sorted(d for d in dirs if not is_hidden_name(d))
-                for f in sorted(files):
-                    if not is_hidden_name(f):
-                        full = Path(root) / f
-                        yield full, full.relative_to(p)
-        elif p.is_file():
-            yield p, Path(p.name)
-        else:
-            raise DatasetError(f"{p} does not exist")
+        for full, rel in walk_files(p):
+            yield Path(full), Path(rel)
 
 
 def _atomic_write(target: Path, force: bool, fill: Callable[[BinaryIO], None]) -> None:
