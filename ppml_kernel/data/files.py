@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from ppml_kernel.data.errors import DatasetError
 from ppml_kernel.data.format import FILE_SUFFIX, HEADER_SIZE, MIN_CHUNK_SIZE, Layout, read_header
+from ppml_kernel.data.sniff import PME_MAGIC
 
 DEFAULT_SPLIT_BYTES = 32 << 20
 MIN_SPLIT_BYTES = MIN_CHUNK_SIZE
@@ -149,7 +150,7 @@ def guess_format(path: str) -> str:
             return fmt
     try:
         with open(path, "rb") as f:
-            if f.read(4) == b"PARE":
+            if f.read(len(PME_MAGIC)) == PME_MAGIC:
                 return "parquet"
     except OSError:
         pass

@@ -35,9 +35,8 @@ from ppml_kernel.data.errors import (
 )
 from ppml_kernel.data.format import MAGIC, EncryptedFile, WrappedKey, check_key_id
 from ppml_kernel.data.keys import KeyProvider
-from ppml_kernel.data.sniff import describe_foreign
+from ppml_kernel.data.sniff import PME_MAGIC, describe_foreign
 
-PME_MAGIC = b"PARE"
 _CONTEXT = b"ppml parquet modular encryption\x00"
 _KMS_INSTANCE = "ppml-kernel"
 

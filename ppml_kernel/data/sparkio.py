@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ppml_kernel.data.errors import DatasetError
 from ppml_kernel.data.files import choose_split_bytes, file_info, list_files
 from ppml_kernel.data.format import check_key_id, read_header
+from ppml_kernel.data.sniff import PME_MAGIC
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -54,11 +55,9 @@ def _schema(spark: SparkSession, schema: StructType | str) -> StructType:
 
 def check_key(files: Iterable[str], key: str) -> None:
     """Fail early, naming the file, if a file is not encrypted for key id ``key``."""
-    from ppml_kernel.data.parquet import PME_MAGIC
-
     for f in files:
         with open(f, "rb") as fh:
-            if fh.read(4) == PME_MAGIC:
+            if fh.read(len(PME_MAGIC)) == PME_MAGIC:
                 continue  # PME keeps its key ids in the encrypted footer
         kid = read_header(f).key_id
         if kid != key:
@@ -131,7 +130,6 @@ def read(spark: SparkSession, path: str | os.PathLike[str] | Iterable[str],
 
 def _native_pme(spark: SparkSession, files: list[str], opts: Mapping[str, str]) -> bool:
     """Spark's own reader can take these files: PME Parquet and the broker KMS client."""
-    from ppml_kernel.data.parquet import PME_MAGIC
     from ppml_kernel.spark.kms import native_pme_enabled
 
     if opts.get("native", "true") == "false" or opts.get("keysource", "local") != "local":
@@ -140,7 +138,7 @@ def _native_pme(spark: SparkSession, files: list[str], opts: Mapping[str, str]) 
         return False
     for f in files:
         with open(f, "rb") as fh:
-            if fh.read(4) != PME_MAGIC:
+            if fh.read(len(PME_MAGIC)) != PME_MAGIC:
                 return False
     return True
 
