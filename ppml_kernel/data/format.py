@@ -334,9 +334,6 @@ class Layout:
 # --------------------------------------------------------------------------- readers
 
 
-WrapperLike = KeyWrapper | Callable[[], KeyWrapper]
-
-
 def _read_exact(f: BinaryIO, n: int) -> bytes:
     parts = []
     while n > 0:
