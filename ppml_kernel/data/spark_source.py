@@ -51,14 +51,20 @@ from ppml_kernel.data.files import (
     Segment,
     Split,
     file_info,
-    guess_format,
     list_files,
     plan_splits,
 )
 from ppml_kernel.data.format import DEFAULT_CHUNK_SIZE, FILE_SUFFIX, EncryptedFile
 from ppml_kernel.data.keysource import provider_for
 from ppml_kernel.data.late import REF_MASK, REF_SHIFT
-from ppml_kernel.data.tabular import FORMATS, TableSpec, count_segment, infer_schema, read_segment
+from ppml_kernel.data.tabular import (
+    FORMATS,
+    TableSpec,
+    count_segment,
+    infer_schema,
+    read_segment,
+    resolve_format,
+)
 
 NAME = "ppml"
 REF_COLUMN = "__ppml_ref"
@@ -83,13 +89,6 @@ def option_paths(options: Mapping[str, str]) -> list[str]:
     if options.get("path"):
         return [options["path"]]
     raise DatasetError("no path: use .load(PATH) or .save(PATH)")
-
-
-def resolve_format(options: Mapping[str, str], files: list[str]) -> str:
-    fmt = (options.get("format") or "").lower() or guess_format(files[0])
-    if fmt not in FORMATS:
-        raise DatasetError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-    return fmt
 
 
 @dataclass(frozen=True)
@@ -200,7 +199,7 @@ class PPMLDataSource(DataSource):
         if (self.options.get("mode") or "").lower() == "refs":
             return _ref_schema()
         files = list_files(option_paths(self.options))
-        fmt = resolve_format(self.options, files)
+        fmt = resolve_format(self.options.get("format"), files)
         return arrow_to_spark(infer_arrow_schema(fmt, files, self.options))
 
     def reader(self, schema: StructType) -> DataSourceReader:
@@ -234,7 +233,7 @@ class PPMLReader(DataSourceReader):
             self.data_schema = self.out_schema
         self.files = list_files(option_paths(options)) if not options.get("manifest") else []
         self.fmt = (options.get("format") or "").lower() or (
-            resolve_format(options, self.files) if self.files else "csv")
+            resolve_format(None, self.files) if self.files else "csv")
 
     def partitions(self) -> list[InputPartition]:
         return list(plan_partitions(self.options, self.fmt, self.files))

@@ -84,17 +84,17 @@ def read(spark: SparkSession, path: str | os.PathLike[str] | Iterable[str],
         infer_arrow_schema,
         partitions_to_manifest,
         plan_partitions,
-        resolve_format,
         spark_to_arrow,
         table_spec,
     )
+    from ppml_kernel.data.tabular import resolve_format
 
     register(spark)
     paths = [os.fspath(path)] if isinstance(path, (str, os.PathLike)) else [
         os.fspath(p) for p in path]
     opts = _normalise(options)
     files = list_files(paths)
-    fmt = resolve_format({"format": format or ""}, files)
+    fmt = resolve_format(format, files)
     if key:
         check_key(files, key)
     if fmt == "parquet" and _native_pme(spark, files, opts):

@@ -27,7 +27,7 @@ import pyarrow.csv as pcsv
 import pyarrow.json as pjson
 
 from ppml_kernel.data.errors import DatasetError
-from ppml_kernel.data.files import Segment
+from ppml_kernel.data.files import Segment, guess_format
 from ppml_kernel.data.format import EncryptedFile
 from ppml_kernel.data.records import RangeStream, count_lines, owned_span
 
@@ -35,6 +35,14 @@ LINE_FORMATS = ("csv", "json", "text")
 FORMATS = (*LINE_FORMATS, "parquet")
 BLOCK_SIZE = 4 << 20
 TEXT_BLOCK = 8 << 20
+
+
+def resolve_format(requested: str | None, files: Sequence[str]) -> str:
+    """The format asked for, else the one the first file's name (or magic) suggests."""
+    fmt = (requested or "").lower() or guess_format(files[0])
+    if fmt not in FORMATS:
+        raise DatasetError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    return fmt
 
 
 def _bool(value: str | None, default: bool = False) -> bool:
