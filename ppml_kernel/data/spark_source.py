@@ -48,6 +48,7 @@ from pyspark.sql.types import StructType
 from ppml_kernel.data.errors import DatasetError
 from ppml_kernel.data.files import (
     DEFAULT_SPLIT_BYTES,
+    FileInfo,
     Segment,
     Split,
     file_info,
@@ -133,8 +134,12 @@ class PPMLPartition(InputPartition):
         self.pieces = pieces
 
 
-def plan_partitions(options: Mapping[str, str], fmt: str, files: list[str]) -> list[PPMLPartition]:
-    """The partitions for these options (the loader sends them pre-computed as a manifest)."""
+def plan_partitions(options: Mapping[str, str], fmt: str, files: list[str],
+                    infos: list[FileInfo] | None = None) -> list[PPMLPartition]:
+    """The partitions for these options (the loader sends them pre-computed as a manifest).
+
+    ``infos``: the files' :func:`file_info`, when the caller has read the headers already.
+    """
     manifest = options.get("manifest")
     if manifest:
         return manifest_to_partitions(manifest)
@@ -144,7 +149,8 @@ def plan_partitions(options: Mapping[str, str], fmt: str, files: list[str]) -> l
         return [PPMLPartition(i, pieces=p)
                 for i, p in enumerate(plan_parquet(files, options, split_rows))]
     spec_multiline = str(options.get("multiline", "")).lower() == "true"
-    infos = [file_info(f) for f in files]
+    if infos is None:
+        infos = [file_info(f) for f in files]
     splits = plan_splits(infos, split_bytes, splittable=not spec_multiline)
     return [PPMLPartition(i, split=s) for i, s in enumerate(splits)]
 

@@ -105,10 +105,14 @@ def read(spark: SparkSession, path: str | os.PathLike[str] | Iterable[str],
         spark_schema = _schema(spark, schema)
     arrow_schema = spark_to_arrow(spark_schema)
     opts.setdefault("timezone", spark.conf.get("spark.sql.session.timeZone") or "UTC")
-    if "splitbytes" not in opts and fmt != "parquet":
-        total = sum(file_info(f).plaintext_size for f in files)
-        opts["splitbytes"] = str(choose_split_bytes(total, spark.sparkContext.defaultParallelism))
-    partitions = plan_partitions({**opts, "format": fmt}, fmt, files)
+    infos = None
+    if fmt != "parquet":
+        infos = [file_info(f) for f in files]  # one header read per file, for both uses
+        if "splitbytes" not in opts:
+            total = sum(i.plaintext_size for i in infos)
+            opts["splitbytes"] = str(choose_split_bytes(total,
+                                                        spark.sparkContext.defaultParallelism))
+    partitions = plan_partitions({**opts, "format": fmt}, fmt, files, infos)
     refs = (
         spark.read.format("ppml")
         .options(**opts)
