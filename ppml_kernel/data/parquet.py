@@ -35,10 +35,10 @@ from ppml_kernel.data.errors import (
 )
 from ppml_kernel.data.format import MAGIC, EncryptedFile, WrappedKey, check_key_id
 from ppml_kernel.data.keys import KeyProvider
+from ppml_kernel.data.pme_spark import KMS_INSTANCE
 from ppml_kernel.data.sniff import PME_MAGIC, describe_foreign
 
 _CONTEXT = b"ppml parquet modular encryption\x00"
-_KMS_INSTANCE = "ppml-kernel"
 
 
 class ProviderKmsClient(pe.KmsClient):
@@ -64,7 +64,7 @@ def _factory(provider: KeyProvider) -> pe.CryptoFactory:
 
 
 def _kms_config() -> pe.KmsConnectionConfig:
-    return pe.KmsConnectionConfig(kms_instance_id=_KMS_INSTANCE)
+    return pe.KmsConnectionConfig(kms_instance_id=KMS_INSTANCE)
 
 
 def encryption_properties(provider: KeyProvider, key_id: str) -> Any:

@@ -134,7 +134,7 @@ def read(spark: SparkSession, path: str | os.PathLike[str] | Iterable[str],
 
 def _native_pme(spark: SparkSession, files: list[str], opts: Mapping[str, str]) -> bool:
     """Spark's own reader can take these files: PME Parquet and the broker KMS client."""
-    from ppml_kernel.spark.kms import native_pme_enabled
+    from ppml_kernel.data.pme_spark import native_pme_enabled
 
     if opts.get("native", "true") == "false" or opts.get("keysource", "local") != "local":
         return False
@@ -174,7 +174,7 @@ def write(df: DataFrame, path: str | os.PathLike[str], key: str, format: str = "
     if mode == "ignore" and list_data_files(target):
         return
     spark_mode = "overwrite" if mode == "overwrite" else "append"
-    from ppml_kernel.spark.kms import native_pme_enabled, write_options
+    from ppml_kernel.data.pme_spark import native_pme_enabled, write_options
 
     if format == "parquet" and native_pme_enabled(df.sparkSession) and \
             options.get("native", True) not in (False, "false"):
