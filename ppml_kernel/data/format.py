@@ -507,10 +507,6 @@ class PlaintextStream(io.RawIOBase):
         super().close()
 
 
-def open_encrypted(path: str | os.PathLike[str], wrapper: KeyWrapper) -> EncryptedFile:
-    return EncryptedFile(path, wrapper)
-
-
 def read_header(path: str | os.PathLike[str]) -> Header:
     """Parse the header of ``path`` without any key (for ``inspect`` and key lookup)."""
     source = os.fspath(path)

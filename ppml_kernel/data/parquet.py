@@ -120,18 +120,6 @@ class EncryptedParquet:
             self.close()
             raise _translate(exc, path) from None
 
-    @property
-    def num_row_groups(self) -> int:
-        return self.file.metadata.num_row_groups
-
-    @property
-    def num_rows(self) -> int:
-        return self.file.metadata.num_rows
-
-    def row_group_rows(self, start: int, end: int) -> int:
-        md = self.file.metadata
-        return sum(md.row_group(i).num_rows for i in range(start, end))
-
     def iter_batches(self, row_groups: Sequence[int], columns: Sequence[str] | None,
                      batch_rows: int = 65536) -> Iterator[pa.RecordBatch]:
         if not row_groups:

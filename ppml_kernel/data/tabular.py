@@ -118,10 +118,6 @@ def _cast(col: pa.Array, target: pa.DataType, timezone: str) -> pa.Array:
     return col.cast(target)
 
 
-def empty_batch(schema: pa.Schema) -> pa.RecordBatch:
-    return pa.RecordBatch.from_arrays([pa.array([], f.type) for f in schema], schema=schema)
-
-
 # --------------------------------------------------------------------------- CSV
 
 
