@@ -45,10 +45,9 @@ def resolve_format(requested: str | None, files: Sequence[str]) -> str:
     return fmt
 
 
-def _bool(value: str | None, default: bool = False) -> bool:
-    if value is None:
-        return default
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
+def option_true(value: str | None) -> bool:
+    """A boolean reader/writer option as Spark spells it (``true``, ``1``, ``yes``, ``on``)."""
+    return str(value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 @dataclass(frozen=True)
@@ -69,11 +68,11 @@ class TableSpec:
 
     @property
     def header(self) -> bool:
-        return self.format == "csv" and _bool(self.opt("header"))
+        return self.format == "csv" and option_true(self.opt("header"))
 
     @property
     def multiline(self) -> bool:
-        return _bool(self.opt("multiline"))
+        return option_true(self.opt("multiline"))
 
     @property
     def splittable(self) -> bool:
@@ -314,7 +313,7 @@ def infer_schema(ef: EncryptedFile, fmt: str, options: Mapping[str, str],
         raise DatasetError(f"{ef.source} is empty: give a schema explicitly")
     buf = pa.BufferReader(sample)
     if fmt == "csv":
-        header = _bool(opts.get("header"))
+        header = option_true(opts.get("header"))
         sep = opts.get("sep") or opts.get("delimiter") or ","
         table = pcsv.read_csv(
             buf,
