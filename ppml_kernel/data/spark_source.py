@@ -63,7 +63,7 @@ from ppml_kernel.data.tabular import (
     TableSpec,
     count_segment,
     infer_schema,
-    read_segment,
+    read_partition,
     resolve_format,
 )
 
@@ -250,21 +250,8 @@ class PPMLReader(DataSourceReader):
         if self.refs:
             yield from self._read_refs(partition, provider)
             return
-        if partition.pieces:
-            from ppml_kernel.data.parquet import EncryptedParquet
-            from ppml_kernel.data.tabular import conform
-
-            for piece in partition.pieces:
-                with EncryptedParquet(piece.path, provider) as ep:
-                    for b in ep.iter_batches(range(piece.start, piece.end),
-                                             self.out_schema.names):
-                        yield conform(b, self.out_schema)
-            return
-        spec = table_spec(self.fmt, self.out_schema, self.options)
-        assert partition.split is not None
-        for seg in partition.split.segments:
-            with EncryptedFile(seg.path, provider) as ef:
-                yield from read_segment(ef, seg, spec)
+        yield from read_partition(partition, table_spec(self.fmt, self.out_schema, self.options),
+                                  provider)
 
     def _read_refs(self, partition: PPMLPartition, provider: object) -> Iterator[pa.RecordBatch]:
         """One int64 per record: partition index << 40 | record number (no parsing)."""

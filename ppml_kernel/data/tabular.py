@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -29,6 +30,7 @@ import pyarrow.json as pjson
 from ppml_kernel.data.errors import DatasetError
 from ppml_kernel.data.files import Segment, guess_format
 from ppml_kernel.data.format import EncryptedFile
+from ppml_kernel.data.keys import KeyProvider
 from ppml_kernel.data.records import RangeStream, count_lines, owned_span
 
 LINE_FORMATS = ("csv", "json", "text")
@@ -201,6 +203,27 @@ def read_segment(ef: EncryptedFile, seg: Segment, spec: TableSpec,
             f"{ef.source}: cannot parse {spec.format} records in plaintext bytes "
             f"{begin}..{stop}: {_short(exc)}"
         ) from None
+
+
+def read_partition(part: Any, spec: TableSpec, provider: KeyProvider,
+                   columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
+    """Batches of one Spark partition: its Parquet ``pieces`` or its ``split``'s segments.
+
+    ``part`` is a ``spark_source.PPMLPartition`` (untyped: no pyspark here). Shared by the
+    plain data source and the late-materialising column functions.
+    """
+    target = _target(spec.schema, columns)
+    if part.pieces:
+        from ppml_kernel.data.parquet import EncryptedParquet
+
+        for piece in part.pieces:
+            with EncryptedParquet(piece.path, provider) as ep:
+                for b in ep.iter_batches(range(piece.start, piece.end), target.names):
+                    yield conform(b, target)
+        return
+    for seg in part.split.segments:
+        with EncryptedFile(seg.path, provider) as ef:
+            yield from read_segment(ef, seg, spec, columns)
 
 
 def _short(exc: Exception) -> str:
