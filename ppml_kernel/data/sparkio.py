@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ppml_kernel.data.errors import DatasetError
 from ppml_kernel.data.files import choose_split_bytes, file_info, list_files
-from ppml_kernel.data.format import check_key_id, read_header
+from ppml_kernel.data.format import HEADER_SIZE, Header, check_key_id
 from ppml_kernel.data.sniff import PME_MAGIC
 
 if TYPE_CHECKING:
@@ -57,9 +57,10 @@ def check_key(files: Iterable[str], key: str) -> None:
     """Fail early, naming the file, if a file is not encrypted for key id ``key``."""
     for f in files:
         with open(f, "rb") as fh:
-            if fh.read(len(PME_MAGIC)) == PME_MAGIC:
-                continue  # PME keeps its key ids in the encrypted footer
-        kid = read_header(f).key_id
+            head, size = fh.read(HEADER_SIZE), os.fstat(fh.fileno()).st_size
+        if head.startswith(PME_MAGIC):
+            continue  # PME keeps its key ids in the encrypted footer
+        kid = Header.parse(head, f, size).key_id  # one read per file, as read_header does
         if kid != key:
             raise DatasetError(f"{f} is encrypted for key id {kid!r}, not {key!r}")
 
