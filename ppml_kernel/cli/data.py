@@ -20,20 +20,20 @@ from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from ppml_kernel.data.errors import DatasetError
-from ppml_kernel.data.files import is_hidden_name
+from ppml_kernel.data.files import walk_files
 from ppml_kernel.data.format import (
     DEFAULT_CHUNK_SIZE,
     FILE_SUFFIX,
     HEADER_SIZE,
     MAGIC,
+    Header,
     Layout,
     decrypt_stream,
     encrypt_stream,
-    read_header,
     rewrap_file,
 )
-from ppml_kernel.data.keys import KeyFileProvider, key_check_value, read_key_file, write_key_file
-from ppml_kernel.data.sniff import describe_foreign
+from ppml_kernel.data.keys import KeyFileProvider, generate_kek, key_check_value, write_key_file
+from ppml_kernel.data.sniff import PME_MAGIC
 
 PROGRESS_MIN_BYTES = 64 << 20
 
@@ -95,17 +95,8 @@ class Progress:
 def _inputs(paths: list[str]) -> Iterator[tuple[Path, Path]]:
     """(input file, path relative to the output root) for files and directory trees."""
     for p in map(Path, paths):
-        if p.is_dir():
-            for root, dirs, files in os.walk(p):
-                dirs[:] = sorted(d for d in dirs if not is_hidden_name(d))
-                for f in sorted(files):
-                    if not is_hidden_name(f):
-                        full = Path(root) / f
-                        yield full, full.relative_to(p)
-        elif p.is_file():
-            yield p, Path(p.name)
-        else:
-            raise DatasetError(f"{p} does not exist")
+        for full, rel in walk_files(p):
+            yield Path(full), Path(rel)
 
 
 def _atomic_write(target: Path, force: bool, fill: Callable[[BinaryIO], None]) -> None:
@@ -142,16 +133,12 @@ def _head(path: Path) -> tuple[bytes, int]:
         return f.read(HEADER_SIZE), os.fstat(f.fileno()).st_size
 
 
-def _providers(paths: list[str]) -> KeyFileProvider:
-    return KeyFileProvider(paths)
-
-
 # --------------------------------------------------------------------------- commands
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
-    path = write_key_file(args.output, args.key_id, overwrite=args.force)
-    _, kek = read_key_file(path)
+    kek = generate_kek()
+    path = write_key_file(args.output, args.key_id, kek, overwrite=args.force)
     print(f"wrote key {args.key_id!r} to {path} (mode 0600, key check "
           f"{key_check_value(kek).hex()})")
     print("Keep this file private; it is the only way to read data encrypted with it.")
@@ -187,7 +174,7 @@ def _write_plan(plan: list[tuple[Path, Path]], label: str, args: argparse.Namesp
 
 
 def cmd_encrypt(args: argparse.Namespace) -> int:
-    provider = _providers(args.key_file)
+    provider = KeyFileProvider(args.key_file)
     key_id = args.key_id or _sole_key_id(provider)
     if not key_id:
         return _fail("several keys loaded: choose one with --key-id")
@@ -211,7 +198,7 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
 
 
 def cmd_decrypt(args: argparse.Namespace) -> int:
-    provider = _providers(args.key_file)
+    provider = KeyFileProvider(args.key_file)
     inputs = list(_inputs(args.inputs))
     plan = _plan_outputs(
         inputs, args.output,
@@ -229,13 +216,10 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
 def describe_file(path: Path) -> dict[str, object]:
     """Header facts for ``inspect`` (never key material; the wrapped key is not shown)."""
     head, size = _head(path)
-    if head.startswith(b"PARE"):
+    if head.startswith(PME_MAGIC):
         return {"file": str(path), "format": "Parquet Modular Encryption (encrypted footer)",
                 "size": size, "note": "key ids are inside the encrypted footer"}
-    if not head.startswith(MAGIC):
-        raise DatasetError(f"{path} is not a ppml-aead/1 file: it looks like "
-                           f"{describe_foreign(head, size)}")
-    header = read_header(path)
+    header = Header.parse(head, str(path), size)  # names what a foreign file looks like
     layout = Layout(header.chunk_size, size)
     info: dict[str, object] = {"file": str(path), **header.describe(), "size": size}
     if size >= HEADER_SIZE + 16:
@@ -265,15 +249,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_rewrap(args: argparse.Namespace) -> int:
-    old = _providers(args.key_file)
-    new = _providers(args.new_key_file)
+    old = KeyFileProvider(args.key_file)
+    new = KeyFileProvider(args.new_key_file)
     new_id = args.new_key_id or _sole_key_id(new)
     if not new_id:
         return _fail("several new keys loaded: choose one with --new-key-id")
     count = 0
     for src, _ in _inputs(args.inputs):
         head, _size = _head(src)
-        if head.startswith(b"PARE"):
+        if head.startswith(PME_MAGIC):
             raise DatasetError(f"{src}: Parquet Modular Encryption files keep their keys in the "
                                "encrypted footer; re-encrypt them (rewrap covers ppml-aead files)")
         rewrap_file(src, old, new, new_id)

@@ -164,9 +164,7 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         pid, uid, _gid = struct.unpack("3i", raw)
         if uid != os.getuid():
             return f"peer uid {uid} is not the kernel's uid"
-        if self.broker.allow_any_local_process or pid == os.getpid():
-            return None
-        if os.getpid() not in ancestors(pid):
+        if pid != os.getpid() and os.getpid() not in ancestors(pid):
             return f"process {pid} is not started by the kernel process"
         return None
 
@@ -200,10 +198,8 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 class LocalKeyBroker:
     """Serves wrap/unwrap for ``provider`` to the kernel's descendant processes."""
 
-    def __init__(self, provider: KeyProvider | None = None, *,
-                 allow_any_local_process: bool = False) -> None:
+    def __init__(self, provider: KeyProvider | None = None) -> None:
         self.provider = provider if provider is not None else default_provider()
-        self.allow_any_local_process = allow_any_local_process
         self.path = str(_private_dir() / f"broker-{os.getpid()}.sock")
         if os.path.exists(self.path):
             os.unlink(self.path)  # a stale socket of a dead process with our pid

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from ppml_kernel.data.errors import DatasetError
 from ppml_kernel.data.format import FILE_SUFFIX, HEADER_SIZE, MIN_CHUNK_SIZE, Layout, read_header
+from ppml_kernel.data.sniff import PME_MAGIC
 
 DEFAULT_SPLIT_BYTES = 32 << 20
 MIN_SPLIT_BYTES = MIN_CHUNK_SIZE
@@ -29,23 +30,29 @@ def is_hidden_name(name: str) -> bool:
     return name.startswith((".", "_")) or name.endswith(".crc")
 
 
+def walk_files(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """``(file, path relative to path)`` for a file or a directory tree, sorted.
+
+    The one folder walker: the Spark/pandas readers and the data owner's CLI skip the
+    same hidden names (Spark's markers, checksums, temp files) in the same order.
+    """
+    p = os.fspath(path)
+    if os.path.isdir(p):
+        found = []
+        for root, dirs, files in os.walk(p):
+            dirs[:] = [d for d in dirs if not is_hidden_name(d)]
+            found.extend(os.path.join(root, f) for f in files if not is_hidden_name(f))
+        return [(f, os.path.relpath(f, p)) for f in sorted(found)]
+    if os.path.isfile(p):
+        return [(p, os.path.basename(p))]
+    raise DatasetError(f"{p} does not exist")
+
+
 def list_files(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[str]:
-    """Data files under ``paths`` (files or directories, recursively), sorted."""
+    """Data files under ``paths`` (files or directories, recursively), sorted per path."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    out: list[str] = []
-    for p in paths:
-        p = os.fspath(p)
-        if os.path.isdir(p):
-            found = []
-            for root, dirs, files in os.walk(p):
-                dirs[:] = sorted(d for d in dirs if not is_hidden_name(d))
-                found.extend(os.path.join(root, f) for f in files if not is_hidden_name(f))
-            out.extend(sorted(found))
-        elif os.path.isfile(p):
-            out.append(p)
-        else:
-            raise DatasetError(f"{p} does not exist")
+    out = [f for p in paths for f, _ in walk_files(p)]
     if not out:
         raise DatasetError(f"no data files under {', '.join(map(os.fspath, paths))}")
     return out
@@ -143,7 +150,7 @@ def guess_format(path: str) -> str:
             return fmt
     try:
         with open(path, "rb") as f:
-            if f.read(4) == b"PARE":
+            if f.read(len(PME_MAGIC)) == PME_MAGIC:
                 return "parquet"
     except OSError:
         pass

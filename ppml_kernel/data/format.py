@@ -334,9 +334,6 @@ class Layout:
 # --------------------------------------------------------------------------- readers
 
 
-WrapperLike = KeyWrapper | Callable[[], KeyWrapper]
-
-
 def _read_exact(f: BinaryIO, n: int) -> bytes:
     parts = []
     while n > 0:
@@ -423,17 +420,8 @@ class EncryptedFile:
 
     def read_range(self, begin: int, end: int) -> Iterator[memoryview]:
         """Plaintext bytes ``[begin, end)`` as a sequence of (reused) views."""
-        end = min(end, self.plaintext_size)
-        cs = self.chunk_size
-        pos = begin
-        while pos < end:
-            index, off = divmod(pos, cs)
-            view = self.chunk(index)
-            take = min(len(view) - off, end - pos)
-            if take <= 0:
-                break
-            yield view[off : off + take]
-            pos += take
+        for buf, lo, hi in self.spans(begin, end):
+            yield memoryview(buf)[lo:hi]
 
     def spans(self, begin: int, end: int) -> Iterator[tuple[bytearray, int, int]]:
         """``(buffer, lo, hi)`` triples covering plaintext ``[begin, end)``.
@@ -508,10 +496,6 @@ class PlaintextStream(io.RawIOBase):
     def close(self) -> None:
         self._ef.close()
         super().close()
-
-
-def open_encrypted(path: str | os.PathLike[str], wrapper: KeyWrapper) -> EncryptedFile:
-    return EncryptedFile(path, wrapper)
 
 
 def read_header(path: str | os.PathLike[str]) -> Header:

@@ -21,7 +21,7 @@ import os
 import stat
 import struct
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -251,21 +251,6 @@ def import_key_file(path: str | os.PathLike[str], store: SecretStore | None = No
     key_id, kek = read_key_file(path)
     (store if store is not None else default_store()).put(key_id, kek)
     return key_id
-
-
-class CallbackProvider(KekProvider):
-    """KEKs from a lookup function (adapters for other secret stores)."""
-
-    def __init__(self, lookup: Callable[[str], bytes | None],
-                 names: Callable[[], list[str]] | None = None) -> None:
-        self._lookup = lookup
-        self._names = names
-
-    def kek(self, key_id: str) -> bytes | None:
-        return self._lookup(key_id)
-
-    def key_ids(self) -> list[str]:
-        return self._names() if self._names else []
 
 
 def default_provider() -> KeyProvider:

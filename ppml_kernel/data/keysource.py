@@ -93,11 +93,6 @@ def known_key_sources() -> list[str]:
     return sorted(names)
 
 
-def clear_cache() -> None:
-    with _lock:
-        _cache.clear()
-
-
 def _keyfile_source(options: Mapping[str, str]) -> KeyProvider:
     paths = options.get("keyfile")
     if not paths:

@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from ppml_kernel.data.errors import DatasetError
-from ppml_kernel.data.tabular import TableSpec, conform
+from ppml_kernel.data.tabular import TableSpec, read_partition
 
 REF_SHIFT = 40
 REF_MASK = (1 << REF_SHIFT) - 1
@@ -69,23 +69,11 @@ class SplitCursor:
         self._gen = self._batches()
 
     def _batches(self) -> Iterator[pa.RecordBatch]:
-        from ppml_kernel.data.format import EncryptedFile
         from ppml_kernel.data.keysource import provider_for
-        from ppml_kernel.data.tabular import read_segment
 
         provider = provider_for(self.plan.key_options)
-        part = self.plan.partitions[self.index]
-        if part.pieces:
-            from ppml_kernel.data.parquet import EncryptedParquet
-
-            for piece in part.pieces:
-                with EncryptedParquet(piece.path, provider) as ep:
-                    for b in ep.iter_batches(range(piece.start, piece.end), self.names):
-                        yield conform(b, self.target)
-            return
-        for seg in part.split.segments:
-            with EncryptedFile(seg.path, provider) as ef:
-                yield from read_segment(ef, seg, self.plan.spec, self.names)
+        yield from read_partition(self.plan.partitions[self.index], self.plan.spec, provider,
+                                  self.names)
 
     def take(self, start: int, n: int) -> pa.Table:
         """Rows ``[start, start + n)``; ``start`` must not be behind the cursor."""

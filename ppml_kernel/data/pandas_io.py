@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from ppml_kernel.data.errors import DatasetError
-from ppml_kernel.data.files import Segment, guess_format, list_files
+from ppml_kernel.data.files import Segment, list_files
 from ppml_kernel.data.format import EncryptedFile
 from ppml_kernel.data.keys import KeyProvider, default_provider
-from ppml_kernel.data.tabular import FORMATS, TableSpec, infer_schema, read_segment
+from ppml_kernel.data.tabular import TableSpec, infer_schema, read_segment, resolve_format
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -28,9 +28,7 @@ def read_table(path: str | os.PathLike[str] | Iterable[str], format: str | None 
     """All records of the encrypted files under ``path`` as one Arrow table."""
     provider = provider or default_provider()
     files = list_files(path)
-    fmt = (format or guess_format(files[0])).lower()
-    if fmt not in FORMATS:
-        raise DatasetError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    fmt = resolve_format(format, files)
     opts = {k.lower(): str(v) for k, v in options.items()}
     tables = []
     if fmt == "parquet":

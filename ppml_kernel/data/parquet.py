@@ -35,11 +35,10 @@ from ppml_kernel.data.errors import (
 )
 from ppml_kernel.data.format import MAGIC, EncryptedFile, WrappedKey, check_key_id
 from ppml_kernel.data.keys import KeyProvider
-from ppml_kernel.data.sniff import describe_foreign
+from ppml_kernel.data.pme_spark import KMS_INSTANCE
+from ppml_kernel.data.sniff import PME_MAGIC, describe_foreign
 
-PME_MAGIC = b"PARE"
 _CONTEXT = b"ppml parquet modular encryption\x00"
-_KMS_INSTANCE = "ppml-kernel"
 
 
 class ProviderKmsClient(pe.KmsClient):
@@ -65,7 +64,7 @@ def _factory(provider: KeyProvider) -> pe.CryptoFactory:
 
 
 def _kms_config() -> pe.KmsConnectionConfig:
-    return pe.KmsConnectionConfig(kms_instance_id=_KMS_INSTANCE)
+    return pe.KmsConnectionConfig(kms_instance_id=KMS_INSTANCE)
 
 
 def encryption_properties(provider: KeyProvider, key_id: str) -> Any:
@@ -120,18 +119,6 @@ class EncryptedParquet:
         except (DatasetError, OSError, pa.ArrowException) as exc:
             self.close()
             raise _translate(exc, path) from None
-
-    @property
-    def num_row_groups(self) -> int:
-        return self.file.metadata.num_row_groups
-
-    @property
-    def num_rows(self) -> int:
-        return self.file.metadata.num_rows
-
-    def row_group_rows(self, start: int, end: int) -> int:
-        md = self.file.metadata
-        return sum(md.row_group(i).num_rows for i in range(start, end))
 
     def iter_batches(self, row_groups: Sequence[int], columns: Sequence[str] | None,
                      batch_rows: int = 65536) -> Iterator[pa.RecordBatch]:

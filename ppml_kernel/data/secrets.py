@@ -14,27 +14,22 @@ import base64
 import binascii
 import json
 import threading
-from collections.abc import Callable
 
 KEK_BYTES = 32
 
 
 class SecretStore:
-    """Thread-safe name -> bytes map; listeners hear names (never values) on change."""
+    """Thread-safe name -> bytes map."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._values: dict[str, bytes] = {}
-        self._listeners: list[Callable[[str], None]] = []
 
     def put(self, name: str, value: bytes) -> None:
         if not isinstance(value, (bytes, bytearray)):
             raise TypeError("a secret value must be bytes")
         with self._lock:
             self._values[name] = bytes(value)
-            listeners = list(self._listeners)
-        for fn in listeners:
-            fn(name)
 
     def get(self, name: str) -> bytes | None:
         with self._lock:
@@ -63,10 +58,6 @@ class SecretStore:
 
     def __repr__(self) -> str:
         return f"<SecretStore names={self.names()!r}>"
-
-    def on_change(self, fn: Callable[[str], None]) -> None:
-        with self._lock:
-            self._listeners.append(fn)
 
 
 def parse_kek_text(text: str) -> bytes | None:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import struct
 
 PPML_MAGIC_PREFIX = b"\x89ppml-aead/"
+# Parquet Modular Encryption with an encrypted footer (the Parquet flavour we write).
+PME_MAGIC = b"PARE"
 
 _BINARY_MAGICS: tuple[tuple[bytes, str], ...] = (
     (b"PAR1", "a plaintext Parquet file (magic PAR1)"),
-    (b"PARE", "a Parquet file with an encrypted footer (Parquet Modular Encryption)"),
+    (PME_MAGIC, "a Parquet file with an encrypted footer (Parquet Modular Encryption)"),
     (b"\x1f\x8b", "a gzip-compressed file"),
     (b"BZh", "a bzip2-compressed file"),
     (b"\x28\xb5\x2f\xfd", "a zstd-compressed file"),

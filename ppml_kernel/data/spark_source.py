@@ -48,21 +48,27 @@ from pyspark.sql.types import StructType
 from ppml_kernel.data.errors import DatasetError
 from ppml_kernel.data.files import (
     DEFAULT_SPLIT_BYTES,
+    FileInfo,
     Segment,
     Split,
     file_info,
-    guess_format,
     list_files,
     plan_splits,
 )
 from ppml_kernel.data.format import DEFAULT_CHUNK_SIZE, FILE_SUFFIX, EncryptedFile
 from ppml_kernel.data.keysource import provider_for
-from ppml_kernel.data.tabular import FORMATS, TableSpec, count_segment, infer_schema, read_segment
+from ppml_kernel.data.late import REF_MASK, REF_SHIFT
+from ppml_kernel.data.tabular import (
+    FORMATS,
+    TableSpec,
+    count_segment,
+    infer_schema,
+    read_partition,
+    resolve_format,
+)
 
 NAME = "ppml"
 REF_COLUMN = "__ppml_ref"
-REF_SHIFT = 40
-REF_MASK = (1 << REF_SHIFT) - 1
 REF_BATCH = 1 << 20
 
 
@@ -84,13 +90,6 @@ def option_paths(options: Mapping[str, str]) -> list[str]:
     if options.get("path"):
         return [options["path"]]
     raise DatasetError("no path: use .load(PATH) or .save(PATH)")
-
-
-def resolve_format(options: Mapping[str, str], files: list[str]) -> str:
-    fmt = (options.get("format") or "").lower() or guess_format(files[0])
-    if fmt not in FORMATS:
-        raise DatasetError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-    return fmt
 
 
 @dataclass(frozen=True)
@@ -135,8 +134,12 @@ class PPMLPartition(InputPartition):
         self.pieces = pieces
 
 
-def plan_partitions(options: Mapping[str, str], fmt: str, files: list[str]) -> list[PPMLPartition]:
-    """The partitions for these options (the loader sends them pre-computed as a manifest)."""
+def plan_partitions(options: Mapping[str, str], fmt: str, files: list[str],
+                    infos: list[FileInfo] | None = None) -> list[PPMLPartition]:
+    """The partitions for these options (the loader sends them pre-computed as a manifest).
+
+    ``infos``: the files' :func:`file_info`, when the caller has read the headers already.
+    """
     manifest = options.get("manifest")
     if manifest:
         return manifest_to_partitions(manifest)
@@ -146,7 +149,8 @@ def plan_partitions(options: Mapping[str, str], fmt: str, files: list[str]) -> l
         return [PPMLPartition(i, pieces=p)
                 for i, p in enumerate(plan_parquet(files, options, split_rows))]
     spec_multiline = str(options.get("multiline", "")).lower() == "true"
-    infos = [file_info(f) for f in files]
+    if infos is None:
+        infos = [file_info(f) for f in files]
     splits = plan_splits(infos, split_bytes, splittable=not spec_multiline)
     return [PPMLPartition(i, split=s) for i, s in enumerate(splits)]
 
@@ -201,7 +205,7 @@ class PPMLDataSource(DataSource):
         if (self.options.get("mode") or "").lower() == "refs":
             return _ref_schema()
         files = list_files(option_paths(self.options))
-        fmt = resolve_format(self.options, files)
+        fmt = resolve_format(self.options.get("format"), files)
         return arrow_to_spark(infer_arrow_schema(fmt, files, self.options))
 
     def reader(self, schema: StructType) -> DataSourceReader:
@@ -235,7 +239,7 @@ class PPMLReader(DataSourceReader):
             self.data_schema = self.out_schema
         self.files = list_files(option_paths(options)) if not options.get("manifest") else []
         self.fmt = (options.get("format") or "").lower() or (
-            resolve_format(options, self.files) if self.files else "csv")
+            resolve_format(None, self.files) if self.files else "csv")
 
     def partitions(self) -> list[InputPartition]:
         return list(plan_partitions(self.options, self.fmt, self.files))
@@ -246,21 +250,8 @@ class PPMLReader(DataSourceReader):
         if self.refs:
             yield from self._read_refs(partition, provider)
             return
-        if partition.pieces:
-            from ppml_kernel.data.parquet import EncryptedParquet
-            from ppml_kernel.data.tabular import conform
-
-            for piece in partition.pieces:
-                with EncryptedParquet(piece.path, provider) as ep:
-                    for b in ep.iter_batches(range(piece.start, piece.end),
-                                             self.out_schema.names):
-                        yield conform(b, self.out_schema)
-            return
-        spec = table_spec(self.fmt, self.out_schema, self.options)
-        assert partition.split is not None
-        for seg in partition.split.segments:
-            with EncryptedFile(seg.path, provider) as ef:
-                yield from read_segment(ef, seg, spec)
+        yield from read_partition(partition, table_spec(self.fmt, self.out_schema, self.options),
+                                  provider)
 
     def _read_refs(self, partition: PPMLPartition, provider: object) -> Iterator[pa.RecordBatch]:
         """One int64 per record: partition index << 40 | record number (no parsing)."""

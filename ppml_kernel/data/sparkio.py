@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from ppml_kernel.data.errors import DatasetError
 from ppml_kernel.data.files import choose_split_bytes, file_info, list_files
-from ppml_kernel.data.format import check_key_id, read_header
+from ppml_kernel.data.format import HEADER_SIZE, Header, check_key_id
+from ppml_kernel.data.sniff import PME_MAGIC
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -54,13 +55,12 @@ def _schema(spark: SparkSession, schema: StructType | str) -> StructType:
 
 def check_key(files: Iterable[str], key: str) -> None:
     """Fail early, naming the file, if a file is not encrypted for key id ``key``."""
-    from ppml_kernel.data.parquet import PME_MAGIC
-
     for f in files:
         with open(f, "rb") as fh:
-            if fh.read(4) == PME_MAGIC:
-                continue  # PME keeps its key ids in the encrypted footer
-        kid = read_header(f).key_id
+            head, size = fh.read(HEADER_SIZE), os.fstat(fh.fileno()).st_size
+        if head.startswith(PME_MAGIC):
+            continue  # PME keeps its key ids in the encrypted footer
+        kid = Header.parse(head, f, size).key_id  # one read per file, as read_header does
         if kid != key:
             raise DatasetError(f"{f} is encrypted for key id {kid!r}, not {key!r}")
 
@@ -85,17 +85,17 @@ def read(spark: SparkSession, path: str | os.PathLike[str] | Iterable[str],
         infer_arrow_schema,
         partitions_to_manifest,
         plan_partitions,
-        resolve_format,
         spark_to_arrow,
         table_spec,
     )
+    from ppml_kernel.data.tabular import resolve_format
 
     register(spark)
     paths = [os.fspath(path)] if isinstance(path, (str, os.PathLike)) else [
         os.fspath(p) for p in path]
     opts = _normalise(options)
     files = list_files(paths)
-    fmt = resolve_format({"format": format or ""}, files)
+    fmt = resolve_format(format, files)
     if key:
         check_key(files, key)
     if fmt == "parquet" and _native_pme(spark, files, opts):
@@ -106,10 +106,14 @@ def read(spark: SparkSession, path: str | os.PathLike[str] | Iterable[str],
         spark_schema = _schema(spark, schema)
     arrow_schema = spark_to_arrow(spark_schema)
     opts.setdefault("timezone", spark.conf.get("spark.sql.session.timeZone") or "UTC")
-    if "splitbytes" not in opts and fmt != "parquet":
-        total = sum(file_info(f).plaintext_size for f in files)
-        opts["splitbytes"] = str(choose_split_bytes(total, spark.sparkContext.defaultParallelism))
-    partitions = plan_partitions({**opts, "format": fmt}, fmt, files)
+    infos = None
+    if fmt != "parquet":
+        infos = [file_info(f) for f in files]  # one header read per file, for both uses
+        if "splitbytes" not in opts:
+            total = sum(i.plaintext_size for i in infos)
+            opts["splitbytes"] = str(choose_split_bytes(total,
+                                                        spark.sparkContext.defaultParallelism))
+    partitions = plan_partitions({**opts, "format": fmt}, fmt, files, infos)
     refs = (
         spark.read.format("ppml")
         .options(**opts)
@@ -131,8 +135,7 @@ def read(spark: SparkSession, path: str | os.PathLike[str] | Iterable[str],
 
 def _native_pme(spark: SparkSession, files: list[str], opts: Mapping[str, str]) -> bool:
     """Spark's own reader can take these files: PME Parquet and the broker KMS client."""
-    from ppml_kernel.data.parquet import PME_MAGIC
-    from ppml_kernel.spark.kms import native_pme_enabled
+    from ppml_kernel.data.pme_spark import native_pme_enabled
 
     if opts.get("native", "true") == "false" or opts.get("keysource", "local") != "local":
         return False
@@ -140,7 +143,7 @@ def _native_pme(spark: SparkSession, files: list[str], opts: Mapping[str, str]) 
         return False
     for f in files:
         with open(f, "rb") as fh:
-            if fh.read(4) != PME_MAGIC:
+            if fh.read(len(PME_MAGIC)) != PME_MAGIC:
                 return False
     return True
 
@@ -172,7 +175,7 @@ def write(df: DataFrame, path: str | os.PathLike[str], key: str, format: str = "
     if mode == "ignore" and list_data_files(target):
         return
     spark_mode = "overwrite" if mode == "overwrite" else "append"
-    from ppml_kernel.spark.kms import native_pme_enabled, write_options
+    from ppml_kernel.data.pme_spark import native_pme_enabled, write_options
 
     if format == "parquet" and native_pme_enabled(df.sparkSession) and \
             options.get("native", True) not in (False, "false"):

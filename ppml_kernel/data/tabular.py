@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -27,8 +28,9 @@ import pyarrow.csv as pcsv
 import pyarrow.json as pjson
 
 from ppml_kernel.data.errors import DatasetError
-from ppml_kernel.data.files import Segment
+from ppml_kernel.data.files import Segment, guess_format
 from ppml_kernel.data.format import EncryptedFile
+from ppml_kernel.data.keys import KeyProvider
 from ppml_kernel.data.records import RangeStream, count_lines, owned_span
 
 LINE_FORMATS = ("csv", "json", "text")
@@ -37,10 +39,17 @@ BLOCK_SIZE = 4 << 20
 TEXT_BLOCK = 8 << 20
 
 
-def _bool(value: str | None, default: bool = False) -> bool:
-    if value is None:
-        return default
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
+def resolve_format(requested: str | None, files: Sequence[str]) -> str:
+    """The format asked for, else the one the first file's name (or magic) suggests."""
+    fmt = (requested or "").lower() or guess_format(files[0])
+    if fmt not in FORMATS:
+        raise DatasetError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def option_true(value: str | None) -> bool:
+    """A boolean reader/writer option as Spark spells it (``true``, ``1``, ``yes``, ``on``)."""
+    return str(value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 @dataclass(frozen=True)
@@ -61,11 +70,11 @@ class TableSpec:
 
     @property
     def header(self) -> bool:
-        return self.format == "csv" and _bool(self.opt("header"))
+        return self.format == "csv" and option_true(self.opt("header"))
 
     @property
     def multiline(self) -> bool:
-        return _bool(self.opt("multiline"))
+        return option_true(self.opt("multiline"))
 
     @property
     def splittable(self) -> bool:
@@ -108,10 +117,6 @@ def _cast(col: pa.Array, target: pa.DataType, timezone: str) -> pa.Array:
     if pa.types.is_binary(target) and pa.types.is_string(col.type):
         return col.cast(pa.binary())
     return col.cast(target)
-
-
-def empty_batch(schema: pa.Schema) -> pa.RecordBatch:
-    return pa.RecordBatch.from_arrays([pa.array([], f.type) for f in schema], schema=schema)
 
 
 # --------------------------------------------------------------------------- CSV
@@ -198,6 +203,27 @@ def read_segment(ef: EncryptedFile, seg: Segment, spec: TableSpec,
             f"{ef.source}: cannot parse {spec.format} records in plaintext bytes "
             f"{begin}..{stop}: {_short(exc)}"
         ) from None
+
+
+def read_partition(part: Any, spec: TableSpec, provider: KeyProvider,
+                   columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
+    """Batches of one Spark partition: its Parquet ``pieces`` or its ``split``'s segments.
+
+    ``part`` is a ``spark_source.PPMLPartition`` (untyped: no pyspark here). Shared by the
+    plain data source and the late-materialising column functions.
+    """
+    target = _target(spec.schema, columns)
+    if part.pieces:
+        from ppml_kernel.data.parquet import EncryptedParquet
+
+        for piece in part.pieces:
+            with EncryptedParquet(piece.path, provider) as ep:
+                for b in ep.iter_batches(range(piece.start, piece.end), target.names):
+                    yield conform(b, target)
+        return
+    for seg in part.split.segments:
+        with EncryptedFile(seg.path, provider) as ef:
+            yield from read_segment(ef, seg, spec, columns)
 
 
 def _short(exc: Exception) -> str:
@@ -310,7 +336,7 @@ def infer_schema(ef: EncryptedFile, fmt: str, options: Mapping[str, str],
         raise DatasetError(f"{ef.source} is empty: give a schema explicitly")
     buf = pa.BufferReader(sample)
     if fmt == "csv":
-        header = _bool(opts.get("header"))
+        header = option_true(opts.get("header"))
         sep = opts.get("sep") or opts.get("delimiter") or ","
         table = pcsv.read_csv(
             buf,

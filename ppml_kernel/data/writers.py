@@ -18,10 +18,7 @@ import pyarrow.csv as pcsv
 from ppml_kernel.data.errors import DatasetError
 from ppml_kernel.data.format import DEFAULT_CHUNK_SIZE, EncryptingWriter
 from ppml_kernel.data.keys import KeyProvider
-
-
-def _bool(value: str | None) -> bool:
-    return str(value or "").strip().lower() in ("1", "true", "yes", "on")
+from ppml_kernel.data.tabular import option_true
 
 
 def write_batches(batches: Iterable[pa.RecordBatch], path: str, fmt: str, schema: pa.Schema,
@@ -68,7 +65,7 @@ def write_batches(batches: Iterable[pa.RecordBatch], path: str, fmt: str, schema
 def _write_csv(batches: Iterable[pa.RecordBatch], out: EncryptingWriter, schema: pa.Schema,
                opts: Mapping[str, str]) -> int:
     sep = opts.get("sep") or opts.get("delimiter") or ","
-    options = pcsv.WriteOptions(include_header=_bool(opts.get("header")),
+    options = pcsv.WriteOptions(include_header=option_true(opts.get("header")),
                                 delimiter="\t" if sep == "\\t" else sep)
     rows = 0
     with pcsv.CSVWriter(out, _csv_schema(schema), write_options=options) as w:

@@ -1,0 +1,37 @@
+"""What Spark's own Parquet reader/writer needs to use PME with our keys (no pyspark import).
+
+Spark ships Parquet Modular Encryption (``PropertiesDrivenCryptoFactory``); its KMS
+client ``ppml.BrokerKmsClient`` (built by :mod:`ppml_kernel.spark.kms`) asks the local
+key broker (:mod:`ppml_kernel.data.broker`) exactly like the Python workers do. These
+names and options belong to the dataset layer, so :mod:`ppml_kernel.data.sparkio` needs
+nothing from ``ppml_kernel.spark``; the Spark layer imports them from here.
+"""
+
+from __future__ import annotations
+
+CLASS_NAME = "ppml.BrokerKmsClient"
+FACTORY = "org.apache.parquet.crypto.keytools.PropertiesDrivenCryptoFactory"
+# The KMS instance id in PME key material; pyarrow's writer (data/parquet.py) uses it too.
+KMS_INSTANCE = "ppml-kernel"
+
+
+def native_pme_enabled(spark: object) -> bool:
+    """Whether this session reads/writes PME Parquet natively (through the broker)."""
+    try:
+        conf = spark.sparkContext.getConf()  # type: ignore[attr-defined]
+        return conf.get("spark.hadoop.parquet.encryption.kms.client.class") == CLASS_NAME
+    except Exception:
+        return False
+
+
+def write_options(key_id: str) -> dict[str, str]:
+    """Per-write options: every column and the footer encrypted under ``key_id``."""
+    return {
+        "parquet.encryption.uniform.key": key_id,
+        "parquet.encryption.plaintext.footer": "false",
+        "parquet.encryption.data.key.length.bits": "256",
+        "parquet.encryption.kek.length.bits": "256",
+        "parquet.encryption.double.wrapping": "true",
+        "parquet.encryption.key.material.store.internally": "true",
+        "parquet.encryption.kms.instance.id": KMS_INSTANCE,
+    }
