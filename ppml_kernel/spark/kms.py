@@ -20,8 +20,16 @@ import tempfile
 from importlib.resources import files
 from pathlib import Path
 
-CLASS_NAME = "ppml.BrokerKmsClient"
-FACTORY = "org.apache.parquet.crypto.keytools.PropertiesDrivenCryptoFactory"
+from ppml_kernel.data.pme_spark import (  # the names Parquet and the writers share
+    CLASS_NAME,
+    FACTORY,
+    native_pme_enabled,
+    write_options,
+)
+
+__all__ = ["CLASS_NAME", "FACTORY", "cache_dir", "kms_jar", "native_pme_enabled",
+           "spark_conf", "write_options"]
+
 ENV_JAR = "PPML_KMS_JAR"
 
 
@@ -86,24 +94,3 @@ def spark_conf(jar: Path) -> dict[str, str]:
         "spark.hadoop.parquet.encryption.kms.client.class": CLASS_NAME,
     }
 
-
-def native_pme_enabled(spark: object) -> bool:
-    """Whether this session reads/writes PME Parquet natively (through the broker)."""
-    try:
-        conf = spark.sparkContext.getConf()  # type: ignore[attr-defined]
-        return conf.get("spark.hadoop.parquet.encryption.kms.client.class") == CLASS_NAME
-    except Exception:
-        return False
-
-
-def write_options(key_id: str) -> dict[str, str]:
-    """Per-write options: every column and the footer encrypted under ``key_id``."""
-    return {
-        "parquet.encryption.uniform.key": key_id,
-        "parquet.encryption.plaintext.footer": "false",
-        "parquet.encryption.data.key.length.bits": "256",
-        "parquet.encryption.kek.length.bits": "256",
-        "parquet.encryption.double.wrapping": "true",
-        "parquet.encryption.key.material.store.internally": "true",
-        "parquet.encryption.kms.instance.id": "ppml-kernel",
-    }
