@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
+from ppml_kernel.cli import fail
 from ppml_kernel.data.errors import DatasetError
 from ppml_kernel.data.files import walk_files
 from ppml_kernel.data.format import (
@@ -36,11 +37,6 @@ from ppml_kernel.data.keys import KeyFileProvider, generate_kek, key_check_value
 from ppml_kernel.data.sniff import PME_MAGIC
 
 PROGRESS_MIN_BYTES = 64 << 20
-
-
-def _fail(message: str, code: int = 1) -> int:
-    print(f"ppml-kernel: {message}", file=sys.stderr)
-    return code
 
 
 class Progress:
@@ -177,9 +173,9 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
     provider = KeyFileProvider(args.key_file)
     key_id = args.key_id or _sole_key_id(provider)
     if not key_id:
-        return _fail("several keys loaded: choose one with --key-id")
+        return fail("several keys loaded: choose one with --key-id")
     if key_id not in provider.key_ids():
-        return _fail(f"no key with key id {key_id!r} in the key file(s)")
+        return fail(f"no key with key id {key_id!r} in the key file(s)")
     inputs = list(_inputs(args.inputs))
     plan = _plan_outputs(inputs, args.output, lambda rel: rel.with_name(rel.name + FILE_SUFFIX))
     for src, _ in plan:
@@ -253,7 +249,7 @@ def cmd_rewrap(args: argparse.Namespace) -> int:
     new = KeyFileProvider(args.new_key_file)
     new_id = args.new_key_id or _sole_key_id(new)
     if not new_id:
-        return _fail("several new keys loaded: choose one with --new-key-id")
+        return fail("several new keys loaded: choose one with --new-key-id")
     count = 0
     for src, _ in _inputs(args.inputs):
         head, _size = _head(src)
@@ -280,7 +276,7 @@ def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namesp
         try:
             return fn(args)
         except (DatasetError, OSError, ValueError) as exc:
-            return _fail(_message(exc))
+            return fail(_message(exc))
 
     run.__doc__ = fn.__doc__
     return run
