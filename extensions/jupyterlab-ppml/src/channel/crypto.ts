@@ -1,48 +1,96 @@
 /**
- * `ppml-attest/1` cryptography on WebCrypto, byte-identical to
+ * `ppml-attest/2` cryptography on WebCrypto, byte-identical to
  * `ppml_kernel.channel.crypto` (tests/data/channel-vectors.json pins both).
+ * docs/protocol.md sections 3-4 and 6 define every byte here.
  */
 
-import { buf, concat, lp, u64be, utf8 } from '../dcap/bytes';
+import { buf, concat, hex, lp, u64be, utf8 } from '../dcap/bytes';
 
-export const PROTOCOL = 'ppml-attest/1';
+export const PROTOCOL = 'ppml-attest/2';
 export const NONCE_SIZE = 32;
 export const PUBLIC_KEY_SIZE = 65;
+export const SIGNATURE_SIZE = 64;
 export const MAX_SEQ = 2 ** 32 - 1;
-export const DIR_B2K = 1;
-export const DIR_K2B = 2;
+export const MAX_OWNERS = 16;
+
+/** The seven streams of a session and their AAD byte (section 4.2). */
+export const STREAMS = {
+  b2k: 1,
+  k2b: 2,
+  'b2k shell': 3,
+  'b2k stdin': 4,
+  'k2b shell': 5,
+  'k2b iopub': 6,
+  'k2b stdin': 7
+} as const;
+export type StreamName = keyof typeof STREAMS;
+export const STREAM_NAMES = Object.keys(STREAMS) as StreamName[];
+
+/** Kept for callers of the attestation-frame streams. */
+export const DIR_B2K = STREAMS.b2k;
+export const DIR_K2B = STREAMS.k2b;
 
 const LABEL = {
-  reportData: utf8('ppml-attest/1 report-data'),
-  transcript: utf8('ppml-attest/1 transcript'),
-  frame: utf8('ppml-attest/1 frame'),
-  b2kKey: utf8('ppml-attest/1 b2k key'),
-  b2kIv: utf8('ppml-attest/1 b2k iv'),
-  k2bKey: utf8('ppml-attest/1 k2b key'),
-  k2bIv: utf8('ppml-attest/1 k2b iv')
+  owners: utf8('ppml-attest/2 owners'),
+  reportData: utf8('ppml-attest/2 report-data'),
+  transcript: utf8('ppml-attest/2 transcript'),
+  frame: utf8('ppml-attest/2 frame'),
+  ownerProof: utf8('ppml-attest/2 owner-proof'),
+  ownerGrant: utf8('ppml-attest/2 owner-grant')
 };
 
 export class ChannelCryptoError extends Error {}
 
-export async function reportData(nonce: Uint8Array, browserPub: Uint8Array, enclavePub: Uint8Array): Promise<Uint8Array> {
+function checkPub(pub: Uint8Array, what: string): void {
+  if (pub.length !== PUBLIC_KEY_SIZE || pub[0] !== 4) {
+    throw new ChannelCryptoError(`${what} must be a 65-byte uncompressed P-256 point`);
+  }
+}
+
+async function sha(alg: 'SHA-256' | 'SHA-512', data: Uint8Array): Promise<Uint8Array> {
+  return new Uint8Array(await crypto.subtle.digest(alg, buf(data)));
+}
+
+/** D (section 4.1): 32 zero bytes with no owner, else SHA-256 over the owners in order. */
+export async function ownersDigest(owners: Uint8Array[]): Promise<Uint8Array> {
+  if (owners.length === 0) {
+    return new Uint8Array(32);
+  }
+  if (owners.length > MAX_OWNERS) {
+    throw new ChannelCryptoError(`at most ${MAX_OWNERS} owners`);
+  }
+  owners.forEach((o, i) => checkPub(o, `owner ${i}`));
+  return sha('SHA-256', concat(lp(LABEL.owners), ...owners.map(o => lp(o))));
+}
+
+export async function reportData(
+  nonce: Uint8Array,
+  browserPub: Uint8Array,
+  enclavePub: Uint8Array,
+  ownerPub: Uint8Array,
+  digest: Uint8Array
+): Promise<Uint8Array> {
   if (nonce.length !== NONCE_SIZE) {
     throw new ChannelCryptoError(`nonce must be ${NONCE_SIZE} bytes`);
   }
-  const data = concat(lp(LABEL.reportData), lp(nonce), lp(browserPub), lp(enclavePub));
-  return new Uint8Array(await crypto.subtle.digest('SHA-512', buf(data)));
+  return sha('SHA-512', concat(lp(LABEL.reportData), lp(nonce), lp(browserPub), lp(enclavePub), lp(ownerPub), lp(digest)));
 }
 
 export async function transcriptHash(
   nonce: Uint8Array,
   browserPub: Uint8Array,
   enclavePub: Uint8Array,
+  ownerPub: Uint8Array,
+  digest: Uint8Array,
   quote: Uint8Array
 ): Promise<Uint8Array> {
-  const data = concat(lp(LABEL.transcript), lp(nonce), lp(browserPub), lp(enclavePub), lp(quote));
-  return new Uint8Array(await crypto.subtle.digest('SHA-256', buf(data)));
+  return sha(
+    'SHA-256',
+    concat(lp(LABEL.transcript), lp(nonce), lp(browserPub), lp(enclavePub), lp(ownerPub), lp(digest), lp(quote))
+  );
 }
 
-export interface DirectionKeys {
+export interface StreamKeys {
   key: CryptoKey;
   iv: Uint8Array;
 }
@@ -50,10 +98,9 @@ export interface DirectionKeys {
 export interface SessionKeys {
   sessionId: Uint8Array;
   transcriptHash: Uint8Array;
-  b2k: DirectionKeys;
-  k2b: DirectionKeys;
+  streams: Record<StreamName, StreamKeys>;
   /** Raw key bytes, only when derived with `exportable` (test vectors). */
-  raw?: { b2kKey: Uint8Array; k2bKey: Uint8Array };
+  raw?: Record<StreamName, Uint8Array>;
 }
 
 /** A fresh ephemeral ECDH P-256 key pair (private key not extractable). */
@@ -61,14 +108,17 @@ export async function generateKeyPair(): Promise<CryptoKeyPair> {
   return crypto.subtle.generateKey({ name: 'ECDH', namedCurve: 'P-256' }, false, ['deriveBits']);
 }
 
+/** A long-term owner key: ECDSA P-256, private key not extractable (section 4). */
+export async function generateOwnerKey(): Promise<CryptoKeyPair> {
+  return crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign', 'verify']);
+}
+
 export async function exportPublic(key: CryptoKey): Promise<Uint8Array> {
   return new Uint8Array(await crypto.subtle.exportKey('raw', key));
 }
 
 export async function importPublic(raw: Uint8Array, what: string): Promise<CryptoKey> {
-  if (raw.length !== PUBLIC_KEY_SIZE || raw[0] !== 4) {
-    throw new ChannelCryptoError(`${what} must be a 65-byte uncompressed P-256 point`);
-  }
+  checkPub(raw, what);
   try {
     return await crypto.subtle.importKey('raw', buf(raw), { name: 'ECDH', namedCurve: 'P-256' }, true, []);
   } catch (e) {
@@ -90,26 +140,23 @@ async function hkdf(shared: CryptoKey, salt: Uint8Array, info: Uint8Array, bytes
   return new Uint8Array(bits);
 }
 
-/** HKDF-SHA-256 with the transcript hash as salt, into two independent directions. */
+/** HKDF-SHA-256 with the transcript hash as salt: one key and IV per stream. */
 export async function deriveSessionKeys(shared: Uint8Array, th: Uint8Array, exportable = false): Promise<SessionKeys> {
   const ikm = await crypto.subtle.importKey('raw', buf(shared), 'HKDF', false, ['deriveBits']);
-  const b2kKey = await hkdf(ikm, th, LABEL.b2kKey, 32);
-  const k2bKey = await hkdf(ikm, th, LABEL.k2bKey, 32);
-  const aes = (raw: Uint8Array): Promise<CryptoKey> =>
-    crypto.subtle.importKey('raw', buf(raw), 'AES-GCM', false, ['encrypt', 'decrypt']);
-  const keys: SessionKeys = {
-    sessionId: th.slice(0, 16),
-    transcriptHash: th,
-    b2k: { key: await aes(b2kKey), iv: await hkdf(ikm, th, LABEL.b2kIv, 12) },
-    k2b: { key: await aes(k2bKey), iv: await hkdf(ikm, th, LABEL.k2bIv, 12) }
-  };
-  if (exportable) {
-    keys.raw = { b2kKey, k2bKey };
-  } else {
-    b2kKey.fill(0);
-    k2bKey.fill(0);
+  const streams = {} as Record<StreamName, StreamKeys>;
+  const raw = {} as Record<StreamName, Uint8Array>;
+  for (const s of STREAM_NAMES) {
+    const keyBytes = await hkdf(ikm, th, utf8(`ppml-attest/2 ${s} key`), 32);
+    const iv = await hkdf(ikm, th, utf8(`ppml-attest/2 ${s} iv`), 12);
+    const key = await crypto.subtle.importKey('raw', buf(keyBytes), 'AES-GCM', false, ['encrypt', 'decrypt']);
+    streams[s] = { key, iv };
+    if (exportable) {
+      raw[s] = keyBytes;
+    } else {
+      keyBytes.fill(0);
+    }
   }
-  return keys;
+  return { sessionId: th.slice(0, 16), transcriptHash: th, streams, ...(exportable ? { raw } : {}) };
 }
 
 export function frameNonce(iv: Uint8Array, seq: number): Uint8Array {
@@ -117,8 +164,8 @@ export function frameNonce(iv: Uint8Array, seq: number): Uint8Array {
   return iv.map((b, i) => b ^ counter[i]);
 }
 
-export function frameAad(sessionId: Uint8Array, direction: number, seq: number): Uint8Array {
-  return concat(lp(LABEL.frame), sessionId, new Uint8Array([direction]), u64be(seq));
+export function frameAad(sessionId: Uint8Array, stream: number, seq: number): Uint8Array {
+  return concat(lp(LABEL.frame), sessionId, new Uint8Array([stream]), u64be(seq));
 }
 
 function checkSeq(seq: number): void {
@@ -128,15 +175,15 @@ function checkSeq(seq: number): void {
 }
 
 export async function seal(
-  keys: DirectionKeys,
+  keys: StreamKeys,
   sessionId: Uint8Array,
-  direction: number,
+  stream: number,
   seq: number,
   plaintext: Uint8Array
 ): Promise<Uint8Array> {
   checkSeq(seq);
   const ct = await crypto.subtle.encrypt(
-    { name: 'AES-GCM', iv: buf(frameNonce(keys.iv, seq)), additionalData: buf(frameAad(sessionId, direction, seq)) },
+    { name: 'AES-GCM', iv: buf(frameNonce(keys.iv, seq)), additionalData: buf(frameAad(sessionId, stream, seq)) },
     keys.key,
     buf(plaintext)
   );
@@ -144,9 +191,9 @@ export async function seal(
 }
 
 export async function openFrame(
-  keys: DirectionKeys,
+  keys: StreamKeys,
   sessionId: Uint8Array,
-  direction: number,
+  stream: number,
   seq: number,
   ciphertext: Uint8Array
 ): Promise<Uint8Array> {
@@ -156,7 +203,7 @@ export async function openFrame(
   }
   try {
     const pt = await crypto.subtle.decrypt(
-      { name: 'AES-GCM', iv: buf(frameNonce(keys.iv, seq)), additionalData: buf(frameAad(sessionId, direction, seq)) },
+      { name: 'AES-GCM', iv: buf(frameNonce(keys.iv, seq)), additionalData: buf(frameAad(sessionId, stream, seq)) },
       keys.key,
       buf(ciphertext)
     );
@@ -164,4 +211,35 @@ export async function openFrame(
   } catch (e) {
     throw new ChannelCryptoError(`frame ${seq} failed authentication`);
   }
+}
+
+/** What the owner signs in `finished` (section 4.4). */
+export function ownerProofMessage(th: Uint8Array): Uint8Array {
+  return concat(lp(LABEL.ownerProof), th);
+}
+
+/** What an owner signs to add `newOwnerPub` (section 5.1). */
+export function ownerGrantMessage(sessionId: Uint8Array, newOwnerPub: Uint8Array): Uint8Array {
+  checkPub(newOwnerPub, 'new owner key');
+  return concat(lp(LABEL.ownerGrant), sessionId, newOwnerPub);
+}
+
+/** ECDSA P-256 SHA-256, 64-byte r||s (IEEE P1363, WebCrypto's own format). */
+export async function sign(privateKey: CryptoKey, data: Uint8Array): Promise<Uint8Array> {
+  return new Uint8Array(await crypto.subtle.sign({ name: 'ECDSA', hash: 'SHA-256' }, privateKey, buf(data)));
+}
+
+export async function verifySignature(pub: Uint8Array, sig: Uint8Array, data: Uint8Array): Promise<boolean> {
+  checkPub(pub, 'owner key');
+  if (sig.length !== SIGNATURE_SIZE) {
+    return false;
+  }
+  const key = await crypto.subtle.importKey('raw', buf(pub), { name: 'ECDSA', namedCurve: 'P-256' }, false, ['verify']);
+  return crypto.subtle.verify({ name: 'ECDSA', hash: 'SHA-256' }, key, buf(sig), buf(data));
+}
+
+/** Fingerprint: first 16 hex digits of SHA-256(owner_pub), grouped by four. */
+export async function fingerprint(pub: Uint8Array): Promise<string> {
+  const h = hex(await sha('SHA-256', pub)).slice(0, 16);
+  return h.match(/.{4}/g)!.join(' ');
 }
