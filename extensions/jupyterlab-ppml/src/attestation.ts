@@ -1,26 +1,41 @@
 /**
- * Per-kernel attestation: runs the ppml-attest/1 handshake over a kernel connection,
- * verifies the quote in this browser, applies the policy, keeps the sealed session,
- * re-attests after restarts and relays secret requests to the UI.
+ * Per-connection attestation: runs the ppml-attest/2 handshake over one kernel
+ * connection, verifies the quote in this browser, checks the owner list and the policy,
+ * proves this browser's owner key, keeps the sealed session, drives the connection's
+ * sealing gate (./sealing), re-attests after restarts and relays secret requests to the UI.
  *
- * Browser -> kernel messages go on the control channel (docs/protocol.md, section 2),
- * kernel -> browser messages arrive as comm messages for the comm created here.
+ * One session per KernelConnection (a notebook, a console, each tab): every connection
+ * receives every IOPub message, and each must open only its own (docs/protocol.md 6).
+ *
+ * Browser -> kernel attestation messages go on the control channel (section 2);
+ * kernel -> browser ones arrive as IOPub comm messages, which the gate routes here.
+ * Every await is followed by a check that the generation it started for is still
+ * current; state changes only after every check passed; every failure ends red and named.
  */
 
 import { Kernel, KernelMessage } from '@jupyterlab/services';
 import { UUID } from '@lumino/coreutils';
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { BrowserSession, Evidence, Inner, parseEvidence, ProtocolError } from './channel/session';
-import { equal, hex } from './dcap/bytes';
+import { PROTOCOL } from './channel/crypto';
+import { Envelope } from './channel/envelope';
+import { BrowserSession, Evidence, Inner, parseEvidence, parseSealedMode, ProtocolError, SealedMode } from './channel/session';
+import { b64decode, equal, hex } from './dcap/bytes';
 import { checkPolicy, Policy, PolicyResult } from './dcap/policy';
 import { parseCertificate, pemBlocks } from './dcap/x509';
 import { sha256, VerifiedReport, verifyQuote } from './dcap/verify';
+import { StoredOwnerKey } from './keystore';
+import { SealingGate } from './sealing';
 
-export const TARGET_NAME = 'ppml.attest/1';
+export const TARGET_NAME = 'ppml.attest/2';
 const EVIDENCE_TIMEOUT_MS = 120_000;
 
 export type Phase = 'not-ppml' | 'verifying' | 'needs-approval' | 'verified' | 'simulated' | 'failed';
+
+export interface OwnerInfo {
+  fingerprint: string;
+  label: string;
+}
 
 export interface AttestationState {
   phase: Phase;
@@ -33,6 +48,11 @@ export interface AttestationState {
   simulatedRootSha256?: string;
   sessionId?: string;
   verifyMs?: number;
+  /** This browser's owner key fingerprint. */
+  ownerFingerprint?: string;
+  owners?: OwnerInfo[];
+  claimed?: boolean;
+  sealedMode?: SealedMode;
   errors: string[];
   updated: number;
 }
@@ -42,6 +62,9 @@ export interface SecretRequest {
   name: string;
   prompt: string;
   timeoutS: number;
+  /** The attestation generation and session the request arrived on. */
+  generation: number;
+  sessionId: string;
 }
 
 export interface Approval {
@@ -51,12 +74,15 @@ export interface Approval {
   intelError: string;
 }
 
-/** Decisions the UI makes for the attestation (dialogs). */
+/** Decisions the UI makes for the attestation (dialogs, settings, keys). */
 export interface AttestationHost {
   policy(): Policy;
-  /** Whether the user allows this simulated root for this kernel (asks if needed). */
-  approveSimulated(approval: Approval): Promise<boolean>;
+  /** Whether the user allows this simulated root (asks if needed). */
+  approveSimulated(approval: Approval, stillCurrent: () => boolean): Promise<boolean>;
   notify(kind: 'error' | 'warning' | 'info' | 'success', message: string): void;
+  ownerKey(): Promise<StoredOwnerKey>;
+  /** Whether the kernelspec of this kernel says it is a PPML kernel (kernel_info must agree). */
+  kernelspecSaysPpml(name: string): boolean;
 }
 
 function shortHex(value: unknown): string {
@@ -75,26 +101,54 @@ function chainRoot(collateral: string): Uint8Array | undefined {
   }
 }
 
+/** Why a quote did not verify against Intel's root, in words a user can act on. */
+export function explainIntelError(message: string): string {
+  if (/root|anchor|chain|issuer|self-signed/i.test(message)) {
+    return "Its certificates do not lead to Intel's SGX Root CA: they end in a different, self-made root. " +
+      'That is what a simulated enclave (a laptop without SGX) looks like.';
+  }
+  return "It does not verify against Intel's SGX Root CA.";
+}
+
+class Stale extends Error {}
+
+let attestationCounter = 0;
+
 export class KernelAttestation {
+  /** Unique per attestation object (dialogs are keyed by it, not by kernel id). */
+  readonly key = `att${++attestationCounter}`;
   private _state: AttestationState = { phase: 'verifying', message: 'verifying…', errors: [], updated: Date.now() };
   private _stateChanged = new Signal<this, AttestationState>(this);
   private _secretRequested = new Signal<this, SecretRequest>(this);
-  private _secretCancelled = new Signal<this, string>(this);
+  private _secretCancelled = new Signal<this, { requestId: string; generation: number }>(this);
+  private _invalidated = new Signal<this, number>(this);
   private session: BrowserSession | null = null;
-  private comm: Kernel.IComm | null = null;
-  private generation = 0;
+  private sessionReady = false;
+  private commId: string | null = null;
+  private evidenceWaiter: { generation: number; resolve: (d: unknown) => void; reject: (e: Error) => void } | null = null;
+  private _generation = 0;
   private waitingForIdle = false;
   private disposed = false;
 
   constructor(
     readonly kernel: Kernel.IKernelConnection,
-    private readonly host: AttestationHost
+    private readonly host: AttestationHost,
+    readonly gate: SealingGate
   ) {
     kernel.statusChanged.connect(this.onStatus, this);
+    gate.events = {
+      rejected: text => this.rejected(text),
+      attestationMessage: msg => this.onCommMessage(msg as unknown as KernelMessage.IMessage),
+      isAttestationComm: commId => commId === this.commId
+    };
   }
 
   get state(): AttestationState {
     return this._state;
+  }
+
+  get generation(): number {
+    return this._generation;
   }
 
   get stateChanged(): ISignal<this, AttestationState> {
@@ -105,18 +159,31 @@ export class KernelAttestation {
     return this._secretRequested;
   }
 
-  get secretCancelled(): ISignal<this, string> {
+  get secretCancelled(): ISignal<this, { requestId: string; generation: number }> {
     return this._secretCancelled;
   }
 
+  /** Emitted with the old generation whenever a session ends (restart, re-attest, failure). */
+  get invalidated(): ISignal<this, number> {
+    return this._invalidated;
+  }
+
   get ready(): boolean {
-    return (this._state.phase === 'verified' || this._state.phase === 'simulated') && this.session !== null;
+    return (this._state.phase === 'verified' || this._state.phase === 'simulated') && this.session !== null && this.sessionReady;
+  }
+
+  get isDisposed(): boolean {
+    return this.disposed;
   }
 
   dispose(): void {
+    if (this.disposed) {
+      return;
+    }
     this.disposed = true;
     this.kernel.statusChanged.disconnect(this.onStatus, this);
-    this.closeComm();
+    this.endSession();
+    Signal.clearData(this);
   }
 
   private set(patch: Partial<AttestationState>): void {
@@ -128,27 +195,50 @@ export class KernelAttestation {
     this.set({ errors: [...this._state.errors.slice(-19), `${new Date().toISOString()} ${message}`] });
   }
 
+  private rejected(text: string): void {
+    this.logError(text);
+    this.host.notify('error', `PPML channel: ${text}`);
+  }
+
   private onStatus(_: Kernel.IKernelConnection, status: KernelMessage.Status): void {
     if (status === 'restarting' || status === 'autorestarting') {
-      this.closeComm();
+      this.endSession();
+      this.gate.hold(true);
       this.waitingForIdle = true;
-      this.set({ phase: 'verifying', message: 'kernel restarting: will verify the new enclave', report: undefined, policy: undefined });
+      this.set({ phase: 'verifying', message: 'kernel restarting: will verify the new enclave', report: undefined, policy: undefined, sessionId: undefined, owners: undefined, sealedMode: undefined });
     } else if (status === 'idle' && this.waitingForIdle) {
       this.waitingForIdle = false;
       void this.attest();
     } else if (status === 'dead') {
-      this.closeComm();
+      this.endSession();
+      this.gate.fail('the kernel is dead');
       this.set({ phase: 'failed', message: 'kernel is dead' });
     }
   }
 
-  private closeComm(): void {
-    this.generation += 1;
-    if (this.comm && !this.comm.isDisposed) {
-      this.comm.dispose();
+  /** End the current session: a new generation; anything bound to the old one is stale. */
+  private endSession(): void {
+    const old = this._generation;
+    this._generation += 1;
+    if (this.commId) {
+      try {
+        this.sendControl('comm_close', { comm_id: this.commId, data: {} });
+      } catch (e) {
+        // the connection is gone
+      }
     }
-    this.comm = null;
+    this.commId = null;
     this.session = null;
+    this.sessionReady = false;
+    this.evidenceWaiter?.reject(new Stale());
+    this.evidenceWaiter = null;
+    this._invalidated.emit(old);
+  }
+
+  private check(generation: number): void {
+    if (generation !== this._generation || this.disposed) {
+      throw new Stale();
+    }
   }
 
   private sendControl(msgType: 'comm_open' | 'comm_msg' | 'comm_close', content: Record<string, unknown>): void {
@@ -162,10 +252,11 @@ export class KernelAttestation {
     this.kernel.sendControlMessage(msg as any, false, true);
   }
 
-  /** Run (or re-run) the handshake for this kernel. */
+  /** Run (or re-run) the handshake on this connection. Never throws; failures end red. */
   async attest(): Promise<void> {
-    this.closeComm();
-    const generation = this.generation;
+    this.endSession();
+    const generation = this._generation;
+    this.gate.hold();
     this.set({
       phase: 'verifying',
       message: 'verifying the enclave…',
@@ -175,66 +266,94 @@ export class KernelAttestation {
       intelError: undefined,
       simulatedRootSha256: undefined,
       sessionId: undefined,
-      verifyMs: undefined
+      verifyMs: undefined,
+      owners: undefined,
+      claimed: undefined,
+      sealedMode: undefined
     });
+    try {
+      await this.run(generation);
+    } catch (e) {
+      if (e instanceof Stale || generation !== this._generation) {
+        return;
+      }
+      const code = e instanceof ProtocolError ? e.code : '';
+      const text = code === 'not_owner' ? `another party controls this kernel: ${(e as Error).message}` : (e as Error).message || String(e);
+      this.fail(text);
+    }
+  }
+
+  private async run(generation: number): Promise<void> {
     let info: KernelMessage.IInfoReply;
     try {
       info = await this.kernel.info;
     } catch (e) {
-      this.set({ phase: 'failed', message: 'kernel did not answer kernel_info' });
-      return;
+      throw new Error('kernel did not answer kernel_info');
     }
+    this.check(generation);
     const ppml = (info as any).ppml;
-    if (!String(info.implementation ?? '').startsWith('ppml') && !(ppml && ppml.protocol === 'ppml-attest/1')) {
+    const saysPpml = String(info.implementation ?? '').startsWith('ppml') || (typeof ppml === 'object' && ppml !== null);
+    if (!saysPpml) {
+      if (this.host.kernelspecSaysPpml(this.kernel.name)) {
+        throw new Error(`the kernelspec '${this.kernel.name}' says PPML but the kernel's kernel_info does not: not the PPML kernel, nothing sent`);
+      }
+      this.gate.plain();
       this.set({ phase: 'not-ppml', message: '' });
       return;
     }
-    if (!globalThis.crypto?.subtle) {
-      this.set({ phase: 'failed', message: 'this page is not a secure context (use https or localhost): WebCrypto is unavailable' });
-      return;
+    const protocol = typeof ppml === 'object' && ppml !== null ? String(ppml.protocol ?? '') : '';
+    if (protocol !== PROTOCOL) {
+      throw new Error(`the kernel speaks '${protocol || 'no protocol'}', this browser needs ${PROTOCOL}: nothing sent`);
     }
-    const session = await BrowserSession.create();
+    if (!globalThis.crypto?.subtle) {
+      throw new Error('this page is not a secure context (use https or localhost): WebCrypto is unavailable');
+    }
+    let owner: StoredOwnerKey;
+    let session: BrowserSession;
+    try {
+      owner = await this.host.ownerKey();
+      this.check(generation);
+      session = await BrowserSession.create(owner);
+    } catch (e) {
+      if (e instanceof Stale) {
+        throw e;
+      }
+      throw new Error(`WebCrypto/IndexedDB failed while preparing the handshake: ${(e as Error).message || e}`);
+    }
+    this.check(generation);
+    this.set({ ownerFingerprint: owner.fingerprint });
     const commId = UUID.uuid4();
-    const comm = this.kernel.createComm(TARGET_NAME, commId);
-    this.comm = comm;
-    const first = new Promise<unknown>((resolve, reject) => {
+    const evidence = new Promise<unknown>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error('the kernel sent no evidence within 120 s')), EVIDENCE_TIMEOUT_MS);
-      comm.onMsg = msg => {
-        if (generation !== this.generation) {
-          return;
-        }
-        const data = (msg.content as any).data;
-        if (!this.session) {
+      this.evidenceWaiter = {
+        generation,
+        resolve: d => {
           clearTimeout(timer);
-          resolve(data);
-        } else {
-          void this.onChannelMessage(data);
+          resolve(d);
+        },
+        reject: e => {
+          clearTimeout(timer);
+          reject(e);
         }
-      };
-      comm.onClose = () => {
-        clearTimeout(timer);
-        reject(new Error('the kernel closed the channel'));
       };
     });
+    this.commId = commId;
     this.sendControl('comm_open', { comm_id: commId, target_name: TARGET_NAME, data: session.hello() });
-    try {
-      const data = await first;
-      if (generation !== this.generation) {
-        return;
-      }
-      await this.verify(session, data, generation);
-    } catch (e) {
-      if (generation === this.generation) {
-        this.fail((e as Error).message);
-      }
-    }
+    const data = await evidence;
+    this.check(generation);
+    await this.verify(session, data, generation);
   }
 
   private fail(reason: string, abort = true): void {
-    if (abort && this.comm) {
-      this.sendControl('comm_msg', { comm_id: this.comm.commId, data: { type: 'abort', reason } });
+    if (abort && this.commId) {
+      try {
+        this.sendControl('comm_msg', { comm_id: this.commId, data: { type: 'abort', reason } });
+      } catch (e) {
+        // the connection is gone; the kernel learns nothing, which is also safe
+      }
     }
-    this.session = null;
+    this.endSession();
+    this.gate.fail(reason);
     this.set({ phase: 'failed', message: reason });
   }
 
@@ -253,6 +372,7 @@ export class KernelAttestation {
     } catch (e) {
       intelError = (e as Error).message;
     }
+    this.check(generation);
     let verifyMs = performance.now() - t0;
     let simulatedRoot: string | undefined;
     if (!report) {
@@ -266,28 +386,34 @@ export class KernelAttestation {
       } catch (e) {
         throw new Error(intelError);
       }
+      this.check(generation);
       verifyMs = performance.now() - t0;
       simulatedRoot = hex(await sha256(root));
+      this.check(generation);
+      // Bind before asking: a quote that does not bind this handshake is refused without a dialog.
+      await session.bind(evidence, candidate.quote.report.reportData);
+      this.check(generation);
       this.set({ phase: 'needs-approval', message: 'SIMULATED enclave: waiting for your decision', report: candidate, intelError, simulatedRootSha256: simulatedRoot, verifyMs });
-      const allowed = await this.host.approveSimulated({ kernelId: this.kernel.id, rootSha256: simulatedRoot, report: candidate, intelError });
-      if (generation !== this.generation) {
-        return;
-      }
+      const allowed = await this.host.approveSimulated(
+        { kernelId: this.kernel.id, rootSha256: simulatedRoot, report: candidate, intelError },
+        () => generation === this._generation && !this.disposed
+      );
+      this.check(generation);
       if (!allowed) {
-        throw new Error('simulated enclave not allowed for this kernel');
+        throw new Error('simulated enclave not allowed');
       }
       report = candidate;
+    } else {
+      await session.bind(evidence, report.quote.report.reportData);
+      this.check(generation);
     }
-    await session.bind(evidence, report.quote.report.reportData);
     const policy = checkPolicy(report, this.host.policy());
     this.set({ report, policy, intelError: intelError || undefined, simulatedRootSha256: simulatedRoot, verifyMs });
     if (!policy.ok) {
       const short = (v: string): string => (v.length > 19 ? `${v.slice(0, 16)}…` : v);
       const bad = policy.checks.filter(c => !c.ok).map(c => `${c.field} ${short(c.actual)} (expected ${short(c.expected)})`);
-      this.fail(`policy mismatch: ${bad.join('; ')}`);
-      return;
+      throw new Error(`policy mismatch: ${bad.join('; ')}`);
     }
-    this.session = session;
     const m = report.measurements;
     const verdict = {
       status: report.status,
@@ -297,21 +423,56 @@ export class KernelAttestation {
       ...(report.tee === 'SGX' ? { mrenclave: m.mrenclave } : { mrtd: m.mrtd }),
       root_sha256: report.rootSha256
     };
-    const finished = await session.seal({ type: 'finished', verdict });
-    this.sendControl('comm_msg', { comm_id: this.comm!.commId, data: finished });
-    const label = report.tee === 'SGX' ? `MRENCLAVE ${shortHex(m.mrenclave)}` : `MRTD ${shortHex(m.mrtd)}`;
-    if (report.intelRoot) {
-      this.set({ phase: 'verified', message: `verified ${report.tee} · ${label} · ${report.status}` });
-    } else {
-      this.set({ phase: 'simulated', message: `SIMULATED ${report.tee} (not confidential) · ${label}` });
-    }
+    const finished = await session.finished(verdict);
+    this.check(generation);
+    this.session = session;
+    this.sendControl('comm_msg', { comm_id: this.commId!, data: finished });
+    this.set({ message: 'verified: waiting for the kernel to confirm the session…' });
   }
 
-  private async onChannelMessage(data: any): Promise<void> {
+  private label(): string {
+    const r = this._state.report!;
+    const m = r.measurements;
+    const measurement = r.tee === 'SGX' ? `MRENCLAVE ${shortHex(m.mrenclave)}` : `MRTD ${shortHex(m.mrtd)}`;
+    const sealed = this._state.sealedMode?.on ? 'sealed' : 'not sealed';
+    return r.intelRoot
+      ? `verified ${r.tee} · ${measurement} · ${r.status} · ${sealed}`
+      : `SIMULATED ${r.tee} (not confidential) · ${measurement} · ${sealed}`;
+  }
+
+  private onCommMessage(msg: KernelMessage.IMessage): void {
+    const generation = this._generation;
+    if (msg.header.msg_type === 'comm_close') {
+      if (this.evidenceWaiter) {
+        this.evidenceWaiter.reject(new Error('the kernel closed the channel'));
+        this.evidenceWaiter = null;
+      } else if (this.session) {
+        this.fail('the kernel closed the channel', false);
+      }
+      return;
+    }
+    const data = (msg.content as any).data;
+    if (this.evidenceWaiter && this.evidenceWaiter.generation === generation) {
+      const w = this.evidenceWaiter;
+      this.evidenceWaiter = null;
+      w.resolve(data);
+      return;
+    }
+    void this.onChannelMessage(data, generation);
+  }
+
+  private async onChannelMessage(data: any, generation: number): Promise<void> {
     if (data && data.type === 'error') {
-      const text = `kernel rejected a frame: ${data.code}: ${data.message}`;
-      this.logError(text);
-      this.host.notify('error', `PPML channel: ${text}`);
+      const code = String(data.code ?? '');
+      const text = `kernel refused: ${code}: ${String(data.message ?? '')}`;
+      if (code === 'not_owner' || !this.sessionReady) {
+        // Before `ready` any error ends the handshake (e.g. claimed by someone else meanwhile).
+        if (this.session) {
+          this.fail(code === 'not_owner' ? `another party controls this kernel (${text})` : text, false);
+        }
+        return;
+      }
+      this.rejected(text);
       return;
     }
     const session = this.session;
@@ -322,26 +483,43 @@ export class KernelAttestation {
     try {
       inner = await session.open(data);
     } catch (e) {
+      if (generation !== this._generation) {
+        return;
+      }
       const code = e instanceof ProtocolError ? e.code : 'error';
-      const text = `rejected a frame from the kernel (${code}): ${(e as Error).message}`;
-      this.logError(text);
-      this.host.notify('error', `PPML channel: ${text}`);
+      this.rejected(`rejected a frame from the kernel (${code}): ${(e as Error).message}`);
+      return;
+    }
+    if (generation !== this._generation) {
       return;
     }
     switch (inner.type) {
-      case 'ready':
-        this.set({ sessionId: String(inner.session_id) });
+      case 'ready': {
+        const owners = (inner.owners as OwnerInfo[]).map(o => ({ fingerprint: String(o.fingerprint), label: String(o.label ?? '') }));
+        this.sessionReady = true;
+        this.set({ sessionId: String(inner.session_id), owners, claimed: inner.claimed === true, sealedMode: parseSealedMode(inner.sealed_mode) });
+        this.gate.ready(new Envelope(session.keys!));
+        this.set({ phase: this._state.report!.intelRoot ? 'verified' : 'simulated', message: this.label() });
+        break;
+      }
+      case 'mode':
+        this.set({ sealedMode: parseSealedMode(inner.sealed_mode) });
+        if (this.ready) {
+          this.set({ message: this.label() });
+        }
         break;
       case 'secret_request':
         this._secretRequested.emit({
           requestId: String(inner.request_id),
           name: String(inner.name),
           prompt: String(inner.prompt ?? ''),
-          timeoutS: Number(inner.timeout_s ?? 300)
+          timeoutS: Number(inner.timeout_s ?? 300),
+          generation,
+          sessionId: session.sessionIdHex
         });
         break;
       case 'secret_cancel':
-        this._secretCancelled.emit(String(inner.request_id));
+        this._secretCancelled.emit({ requestId: String(inner.request_id), generation });
         break;
       case 'secret_result':
         if (inner.ok) {
@@ -350,40 +528,63 @@ export class KernelAttestation {
           this.host.notify('error', `Secret '${String(inner.name)}' was not stored: ${String(inner.message ?? '')}`);
         }
         break;
+      case 'owner_result':
+        if (Array.isArray(inner.owners)) {
+          this.set({ owners: (inner.owners as OwnerInfo[]).map(o => ({ fingerprint: String(o.fingerprint), label: String(o.label ?? '') })) });
+        }
+        this.host.notify(inner.ok ? 'success' : 'error', inner.ok ? 'PPML: the new owner key was added.' : `PPML: the kernel refused the grant: ${String(inner.message ?? '')}`);
+        break;
     }
   }
 
-  private async sendSealed(inner: Inner): Promise<void> {
+  private async sendSealed(generation: number, make: (s: BrowserSession) => Promise<Record<string, unknown>>): Promise<void> {
     const session = this.session;
-    const comm = this.comm;
-    if (!session || !comm || !this.ready) {
-      throw new Error('no verified channel to this kernel');
+    const commId = this.commId;
+    if (generation !== this._generation || !session || !commId || !this.ready) {
+      throw new Error('the session this was meant for has ended (kernel restarted or re-verified); nothing was sent');
     }
-    const frame = await session.seal(inner);
-    this.sendControl('comm_msg', { comm_id: comm.commId, data: frame });
+    const frame = await make(session);
+    if (generation !== this._generation || this.session !== session) {
+      throw new Error('the session ended while encrypting; nothing was sent');
+    }
+    this.sendControl('comm_msg', { comm_id: commId, data: frame });
   }
 
-  /** Send a secret (answering `requestId`, or unsolicited when null). */
-  sendSecret(requestId: string | null, name: string, value: string): Promise<void> {
-    return this.sendSealed({ type: 'secret', request_id: requestId, name, value });
+  /**
+   * Send a secret (answering `requestId`, or unsolicited when null) on the session of
+   * `generation` (the one the dialog was opened for), never on a later one.
+   */
+  sendSecret(generation: number, requestId: string | null, name: string, value: string, replace = false): Promise<void> {
+    const inner: Inner = { type: 'secret', request_id: requestId, name, value };
+    if (replace) {
+      inner.replace = true;
+    }
+    return this.sendSealed(generation, s => s.seal(inner));
   }
 
-  decline(requestId: string, reason: string): Promise<void> {
-    return this.sendSealed({ type: 'secret_decline', request_id: requestId, reason });
+  decline(generation: number, requestId: string, reason: string): Promise<void> {
+    return this.sendSealed(generation, s => s.seal({ type: 'secret_decline', request_id: requestId, reason }));
   }
 
-  get isDisposed(): boolean {
-    return this.disposed;
+  /** Grant `ownerPubB64` (another browser's owner key) access to this kernel. */
+  grant(generation: number, ownerPubB64: string, label: string): Promise<void> {
+    let pub: Uint8Array;
+    try {
+      pub = b64decode(ownerPubB64.trim(), 'owner key');
+    } catch (e) {
+      return Promise.reject(new Error('an owner key is the base64 text shown by "PPML: Show my owner key"'));
+    }
+    return this.sendSealed(generation, s => s.grant(pub, label));
   }
 }
 
-/** All attestations of this browser window, keyed by kernel id. */
+/** All attestations of this browser window, one per kernel connection. */
 export class AttestationManager {
-  private readonly byKernel = new Map<string, KernelAttestation>();
-  private readonly allowedRoots = new Map<string, string>();
+  private readonly byConnection = new Map<Kernel.IKernelConnection, KernelAttestation>();
   private _changed = new Signal<this, KernelAttestation>(this);
   private _secretRequested = new Signal<this, { attestation: KernelAttestation; request: SecretRequest }>(this);
-  private _secretCancelled = new Signal<this, { attestation: KernelAttestation; requestId: string }>(this);
+  private _secretCancelled = new Signal<this, { attestation: KernelAttestation; requestId: string; generation: number }>(this);
+  private _invalidated = new Signal<this, { attestation: KernelAttestation; generation: number }>(this);
 
   constructor(private readonly host: AttestationHost) {}
 
@@ -395,51 +596,44 @@ export class AttestationManager {
     return this._secretRequested;
   }
 
-  get secretCancelled(): ISignal<this, { attestation: KernelAttestation; requestId: string }> {
+  get secretCancelled(): ISignal<this, { attestation: KernelAttestation; requestId: string; generation: number }> {
     return this._secretCancelled;
   }
 
-  /**
-   * Remember the user's decision to allow a simulated root for a kernel: for this tab
-   * (sessionStorage, so a reload does not ask again; a new tab asks again).
-   */
-  allowSimulated(kernelId: string, rootSha256: string): void {
-    this.allowedRoots.set(kernelId, rootSha256);
-    try {
-      sessionStorage.setItem(`ppml-simulated-root:${kernelId}`, rootSha256);
-    } catch (e) {
-      // storage unavailable: the decision lasts until the page is reloaded
-    }
+  get invalidated(): ISignal<this, { attestation: KernelAttestation; generation: number }> {
+    return this._invalidated;
   }
 
-  isSimulatedAllowed(kernelId: string, rootSha256: string): boolean {
-    let stored: string | null = null;
-    try {
-      stored = sessionStorage.getItem(`ppml-simulated-root:${kernelId}`);
-    } catch (e) {
-      stored = null;
-    }
-    return (this.allowedRoots.get(kernelId) ?? stored) === rootSha256;
+  /** Every live attestation (e.g. to find the ones of a kernel id). */
+  all(): KernelAttestation[] {
+    return [...this.byConnection.values()];
   }
 
+  /** The attestation of a connection (undefined if none was attached). */
   get(kernel: Kernel.IKernelConnection | null | undefined): KernelAttestation | undefined {
     if (!kernel) {
       return undefined;
     }
-    const existing = this.byKernel.get(kernel.id);
-    if (existing && !existing.isDisposed && !existing.kernel.isDisposed) {
+    const existing = this.byConnection.get(kernel);
+    return existing && !existing.isDisposed ? existing : undefined;
+  }
+
+  /** Install the sealing gate on a new connection and start attesting (idempotent). */
+  attach(kernel: Kernel.IKernelConnection): KernelAttestation {
+    const existing = this.get(kernel);
+    if (existing) {
       return existing;
     }
-    const attestation = new KernelAttestation(kernel, this.host);
-    this.byKernel.set(kernel.id, attestation);
+    const gate = SealingGate.install(kernel);
+    const attestation = new KernelAttestation(kernel, this.host, gate);
+    this.byConnection.set(kernel, attestation);
     attestation.stateChanged.connect(() => this._changed.emit(attestation));
     attestation.secretRequested.connect((_, request) => this._secretRequested.emit({ attestation, request }));
-    attestation.secretCancelled.connect((_, requestId) => this._secretCancelled.emit({ attestation, requestId }));
+    attestation.secretCancelled.connect((_, c) => this._secretCancelled.emit({ attestation, ...c }));
+    attestation.invalidated.connect((_, generation) => this._invalidated.emit({ attestation, generation }));
     kernel.disposed.connect(() => {
       attestation.dispose();
-      if (this.byKernel.get(kernel.id) === attestation) {
-        this.byKernel.delete(kernel.id);
-      }
+      this.byConnection.delete(kernel);
     });
     void attestation.attest();
     return attestation;

@@ -1,6 +1,8 @@
 /**
- * jupyterlab-ppml: verifies a PPML kernel's enclave in this browser before any secret
- * leaves it, shows the verdict, and sends secrets end-to-end encrypted to the enclave.
+ * jupyterlab-ppml: verifies a PPML kernel's enclave in this browser before anything
+ * leaves it, proves this browser's owner key, seals the whole notebook conversation
+ * (code, outputs, completions, input(), widgets) end to end, stores sealed notebooks'
+ * outputs encrypted, shows the verdict, and sends secrets end-to-end encrypted.
  * Works in JupyterLab 4 and Notebook 7 (the notebook toolbar badge; the status bar
  * item where a status bar exists).
  */
@@ -11,9 +13,15 @@ import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
 
+import { Contents, Kernel } from '@jupyterlab/services';
+
 import { AttestationHost, AttestationManager, KernelAttestation } from './attestation';
+import { openNotebook, sealNotebook } from './atrest';
+import { b64encode } from './dcap/bytes';
 import { defaultPolicy, parsePolicy, Policy } from './dcap/policy';
-import { approveSimulatedDialog, ReportPanel, secretDialog, StatusBadge, unsolicitedSecretDialog } from './ui';
+import { notebookKey, ownerKey } from './keystore';
+import { SealingGate } from './sealing';
+import { approveSimulatedDialog, grantDialog, ownerKeyDialog, ReportPanel, secretDialog, StatusBadge, unsolicitedSecretDialog } from './ui';
 
 const PLUGIN_ID = 'jupyterlab-ppml:plugin';
 const CATEGORY = 'PPML';
@@ -24,6 +32,54 @@ namespace CommandIDs {
   export const sendSecret = 'ppml:send-secret';
   export const reverify = 'ppml:reverify';
   export const importReference = 'ppml:import-reference-values';
+  export const showOwnerKey = 'ppml:show-owner-key';
+  export const grantOwner = 'ppml:grant-owner';
+  export const forgetSimulated = 'ppml:forget-simulated-roots';
+}
+
+const SIMULATED_ROOTS_KEY = 'jupyterlab-ppml:allowed-simulated-roots';
+
+/** Simulated roots this browser's user allowed (explicit, revocable; still labelled SIMULATED). */
+function allowedSimulatedRoots(): string[] {
+  try {
+    const v = JSON.parse(localStorage.getItem(SIMULATED_ROOTS_KEY) ?? '[]');
+    return Array.isArray(v) ? v.filter(x => typeof x === 'string' && /^[0-9a-f]{64}$/.test(x)) : [];
+  } catch (e) {
+    return [];
+  }
+}
+
+function setAllowedSimulatedRoots(roots: string[]): void {
+  try {
+    localStorage.setItem(SIMULATED_ROOTS_KEY, JSON.stringify(roots));
+  } catch (e) {
+    // storage unavailable: the decision lasts until the page is reloaded
+  }
+}
+
+/**
+ * Find every kernel connection as it is created: wrap the kernel manager's `connectTo`
+ * (SessionContext, consoles and `startNew` all go through it) and install the sealing
+ * gate synchronously, before the connection's WebSocket can deliver or send anything
+ * (see sealing.ts for why the gate sits on the connection's send/handle methods).
+ */
+function watchConnections(app: JupyterFrontEnd, onConnection: (kc: Kernel.IKernelConnection) => void): void {
+  const kernels = app.serviceManager.kernels as Kernel.IManager & { __ppmlWrapped?: boolean };
+  if (kernels.__ppmlWrapped) {
+    return;
+  }
+  kernels.__ppmlWrapped = true;
+  const connectTo = kernels.connectTo.bind(kernels);
+  kernels.connectTo = (options: Omit<Kernel.IKernelConnection.IOptions, 'serverSettings'>) => {
+    const kc = connectTo(options);
+    try {
+      SealingGate.install(kc);
+      onConnection(kc);
+    } catch (e) {
+      console.error('jupyterlab-ppml: could not watch a kernel connection', e);
+    }
+    return kc;
+  };
 }
 
 function pickJsonFile(): Promise<string | null> {
@@ -56,6 +112,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
     palette: ICommandPalette | null,
     settingRegistry: ISettingRegistry | null
   ) => {
+    // First, before any await: every kernel connection gets its sealing gate at once
+    // (holding what must be sealed); attestation starts once the manager exists below.
+    const early: Kernel.IKernelConnection[] = [];
+    let onConnection = (kc: Kernel.IKernelConnection): void => {
+      early.push(kc);
+    };
+    watchConnections(app, kc => onConnection(kc));
     let policy: Policy = defaultPolicy();
     let settings: ISettingRegistry.ISettings | null = null;
     const loadPolicy = (): void => {
@@ -76,26 +139,97 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
     }
 
+    // One approval dialog per simulated root at a time (several tabs may ask together).
+    const approvals = new Map<string, Promise<boolean>>();
     const host: AttestationHost = {
       policy: () => policy,
-      // Called only once the manager below exists (from an attestation it started).
-      approveSimulated: async approval => {
-        if (manager.isSimulatedAllowed(approval.kernelId, approval.rootSha256)) {
+      approveSimulated: async (approval, stillCurrent) => {
+        if (allowedSimulatedRoots().includes(approval.rootSha256)) {
           return true;
         }
-        const ok = await approveSimulatedDialog(approval);
-        if (ok) {
-          manager.allowSimulated(approval.kernelId, approval.rootSha256);
+        let pending = approvals.get(approval.rootSha256);
+        if (!pending) {
+          const { dialog, result } = approveSimulatedDialog(approval);
+          // The dialog belongs to this attestation generation: a restart or re-attestation closes it.
+          const watch = setInterval(() => {
+            if (!stillCurrent()) {
+              dialog.reject();
+            }
+          }, 250);
+          pending = result.then(ok => {
+            clearInterval(watch);
+            approvals.delete(approval.rootSha256);
+            if (ok && stillCurrent()) {
+              setAllowedSimulatedRoots([...new Set([...allowedSimulatedRoots(), approval.rootSha256])]);
+            }
+            return ok && stillCurrent();
+          });
+          approvals.set(approval.rootSha256, pending);
         }
-        return ok;
+        const ok = await pending;
+        return ok || allowedSimulatedRoots().includes(approval.rootSha256);
       },
       notify: (kind, message) => {
         Notification[kind](message, { autoClose: kind === 'error' ? false : 5000 });
+      },
+      ownerKey,
+      kernelspecSaysPpml: name => {
+        const spec = app.serviceManager.kernelspecs.specs?.kernelspecs[name];
+        if (!spec) {
+          return false;
+        }
+        return (spec.argv ?? []).some(a => /ppml_kernel|ppml-kernel/.test(a)) || 'PPML_TEE' in ((spec as any).env ?? {}) || !!(spec.metadata as any)?.ppml;
       }
     };
     const manager = new AttestationManager(host);
+    onConnection = kc => manager.attach(kc);
+    early.splice(0).forEach(kc => manager.attach(kc));
 
     const current = (): KernelAttestation | undefined => manager.get(tracker.currentWidget?.sessionContext.session?.kernel);
+
+    // Notebooks at rest: sealed notebooks' outputs are stored encrypted (docs/protocol.md 7).
+    const contents = app.serviceManager.contents as Contents.IManager;
+    const isSealedNotebook = (path: string, nb: any): boolean => {
+      let found = false;
+      tracker.forEach(panel => {
+        if (panel.context.path === path) {
+          const att = manager.get(panel.sessionContext.session?.kernel);
+          if (att && att.state.phase !== 'not-ppml') {
+            found = true;
+          }
+        }
+      });
+      return found || host.kernelspecSaysPpml(String(nb?.metadata?.kernelspec?.name ?? ''));
+    };
+    const save = contents.save.bind(contents);
+    contents.save = async (path: string, options: Partial<Contents.IModel> = {}) => {
+      if (options.type === 'notebook' && options.content && isSealedNotebook(path, options.content)) {
+        // Fail closed: without the key the notebook is not saved (never saved in the clear).
+        const key = await notebookKey();
+        const sealSources = settings?.composite.sealCellSources === true;
+        options = { ...options, content: await sealNotebook(options.content as any, key, sealSources) };
+      }
+      return save(path, options);
+    };
+    const get = contents.get.bind(contents);
+    contents.get = async (path: string, options?: Contents.IFetchOptions) => {
+      const model = await get(path, options);
+      if (model.type === 'notebook' && model.content && Array.isArray(model.content.cells)) {
+        let key = null;
+        try {
+          key = await notebookKey();
+        } catch (e) {
+          console.warn('jupyterlab-ppml: notebook key unavailable; sealed outputs stay sealed', e);
+        }
+        const problems: string[] = [];
+        const content = await openNotebook(model.content, key, problems);
+        if (problems.length) {
+          Notification.warning(`PPML: ${path}: ${problems.length} sealed cell(s) could not be opened: ${problems.slice(0, 3).join('; ')}`);
+        }
+        return { ...model, content };
+      }
+      return model;
+    };
 
     // Report panel (one, following the active notebook while open).
     let report: MainAreaWidget<ReportPanel> | null = null;
@@ -137,6 +271,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
     };
     tracker.currentChanged.connect(refresh);
     manager.changed.connect(refresh);
+    // Attach connections made before this plugin wrapped the kernel manager.
+    tracker.forEach(panel => {
+      const kc = panel.sessionContext.session?.kernel;
+      if (kc) {
+        manager.attach(kc);
+      }
+    });
 
     // Toolbar badge per notebook (also where there is no status bar, e.g. Notebook 7).
     const watch = (panel: NotebookPanel): void => {
@@ -154,30 +295,48 @@ const plugin: JupyterFrontEndPlugin<void> = {
     tracker.forEach(watch);
     tracker.widgetAdded.connect((_, panel) => watch(panel));
 
-    // Secret requests from kernels: one dialog per request, closed when cancelled.
-    const open = new Map<string, Dialog<string>>();
+    // Dialogs, keyed by attestation (connection), generation and request: a restart or
+    // re-attestation closes those of the old session; one kernel cannot close another's.
+    const open = new Map<string, { dialog: Dialog<any>; attestation: KernelAttestation; generation: number }>();
+    const dialogKey = (att: KernelAttestation, generation: number, id: string): string => `${att.key}:${generation}:${id}`;
     manager.secretRequested.connect(async (_, { attestation, request }) => {
+      const key = dialogKey(attestation, request.generation, request.requestId);
       const { dialog, result } = secretDialog(attestation, request);
-      open.set(request.requestId, dialog);
+      open.set(key, { dialog, attestation, generation: request.generation });
       const timer = setTimeout(() => dialog.reject(), Math.max(1, request.timeoutS) * 1000);
       const value = await result;
       clearTimeout(timer);
-      const wasOpen = open.delete(request.requestId);
+      const wasOpen = open.delete(key);
+      if (request.generation !== attestation.generation) {
+        if (value !== null) {
+          Notification.error('PPML: the kernel restarted or was verified again while the dialog was open; the secret was not sent.');
+        }
+        return;
+      }
       try {
         if (value !== null) {
-          await attestation.sendSecret(request.requestId, request.name, value);
+          await attestation.sendSecret(request.generation, request.requestId, request.name, value);
         } else if (wasOpen) {
-          await attestation.decline(request.requestId, 'cancelled in the browser');
+          await attestation.decline(request.generation, request.requestId, 'cancelled in the browser');
         }
       } catch (e) {
         Notification.error(`PPML: could not send the secret: ${(e as Error).message}`);
       }
     });
-    manager.secretCancelled.connect((_, { requestId }) => {
-      const dialog = open.get(requestId);
-      if (dialog) {
-        open.delete(requestId);
-        dialog.reject();
+    manager.secretCancelled.connect((_, { attestation, requestId, generation }) => {
+      const key = dialogKey(attestation, generation, requestId);
+      const entry = open.get(key);
+      if (entry) {
+        open.delete(key);
+        entry.dialog.reject();
+      }
+    });
+    manager.invalidated.connect((_, { attestation, generation }) => {
+      for (const [key, entry] of [...open.entries()]) {
+        if (entry.attestation === attestation && entry.generation === generation) {
+          open.delete(key);
+          entry.dialog.reject();
+        }
       }
     });
 
@@ -199,7 +358,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
           Notification.error("PPML: the active notebook's enclave is not verified; no secret was sent.");
           return;
         }
-        const input = await unsolicitedSecretDialog(att);
+        const generation = att.generation;
+        const { dialog, result } = unsolicitedSecretDialog(att);
+        const key = dialogKey(att, generation, `unsolicited-${Date.now()}`);
+        open.set(key, { dialog, attestation: att, generation });
+        const input = await result;
+        open.delete(key);
         if (!input) {
           return;
         }
@@ -208,7 +372,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
           return;
         }
         try {
-          await att.sendSecret(null, input.name, input.value);
+          await att.sendSecret(generation, null, input.name, input.value);
         } catch (e) {
           Notification.error(`PPML: could not send the secret: ${(e as Error).message}`);
         }
@@ -232,6 +396,50 @@ const plugin: JupyterFrontEndPlugin<void> = {
         } catch (e) {
           Notification.error(`PPML: not a reference-values file: ${(e as Error).message}`);
         }
+      }
+    });
+    app.commands.addCommand(CommandIDs.showOwnerKey, {
+      label: "PPML: Show my owner key (this browser's)",
+      execute: async () => {
+        try {
+          const key = await ownerKey();
+          await ownerKeyDialog(key.fingerprint, b64encode(key.pub));
+        } catch (e) {
+          Notification.error(`PPML: this browser's owner key is unavailable: ${(e as Error).message}`);
+        }
+      }
+    });
+    app.commands.addCommand(CommandIDs.grantOwner, {
+      label: 'PPML: Grant access to another owner key',
+      isEnabled: () => !!current()?.ready,
+      execute: async () => {
+        const att = current();
+        if (!att?.ready) {
+          Notification.error("PPML: the active notebook's enclave is not verified; nothing was sent.");
+          return;
+        }
+        const generation = att.generation;
+        const { dialog, result } = grantDialog(att);
+        const key = dialogKey(att, generation, `grant-${Date.now()}`);
+        open.set(key, { dialog, attestation: att, generation });
+        const input = await result;
+        open.delete(key);
+        if (!input) {
+          return;
+        }
+        try {
+          await att.grant(generation, input.key, input.label);
+        } catch (e) {
+          Notification.error(`PPML: the grant was not sent: ${(e as Error).message}`);
+        }
+      }
+    });
+    app.commands.addCommand(CommandIDs.forgetSimulated, {
+      label: 'PPML: Forget allowed simulated roots',
+      execute: () => {
+        const n = allowedSimulatedRoots().length;
+        setAllowedSimulatedRoots([]);
+        Notification.info(`PPML: forgot ${n} allowed simulated root(s); simulated enclaves will be asked about again.`);
       }
     });
     if (palette) {

@@ -7,7 +7,7 @@
 import { Dialog } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
 
-import { Approval, AttestationState, KernelAttestation, Phase, SecretRequest } from './attestation';
+import { Approval, AttestationState, explainIntelError, KernelAttestation, Phase, SecretRequest } from './attestation';
 
 const PHASE_CLASS: Record<Phase, string> = {
   'not-ppml': 'ppml-hidden',
@@ -124,6 +124,17 @@ export class ReportPanel extends AttestationView {
     if (state.sessionId) {
       row(general, 'Session', state.sessionId);
     }
+    if (state.sealedMode) {
+      row(general, 'Sealed mode', state.sealedMode.on ? `sealed${state.sealedMode.required ? ' (required)' : ''}${state.sealedMode.reason ? `: ${state.sealedMode.reason}` : ''}` : `not sealed${state.sealedMode.reason ? `: ${state.sealedMode.reason}` : ''} (this tab's own messages are sealed; the kernel also accepts unsealed requests)`, state.sealedMode.on ? 'ppml-sealed' : 'ppml-not-sealed');
+    }
+    if (state.ownerFingerprint) {
+      row(general, 'This browser\'s owner key', state.ownerFingerprint);
+    }
+    if (state.owners) {
+      row(general, 'Kernel owners', state.owners.map(o => `${o.fingerprint}${o.label ? ` (${o.label})` : ''}`).join('; ') + (state.claimed ? ' — claimed by this tab' : ''));
+    }
+    const gate = this.attestation!.gate.counts;
+    row(general, 'Sealed messages (sent / opened / refused locally / dropped)', `${gate.sealed} / ${gate.opened} / ${gate.refusedLocally} / ${gate.dropped}`);
     if (r) {
       row(general, 'TEE', r.tee);
       row(general, 'TCB status', r.status);
@@ -277,27 +288,82 @@ class UnsolicitedBody extends SecretForm<{ name: string; value: string }> {
   }
 }
 
-export async function unsolicitedSecretDialog(att: KernelAttestation): Promise<{ name: string; value: string } | null> {
+export function unsolicitedSecretDialog(att: KernelAttestation): { dialog: Dialog<{ name: string; value: string }>; result: Promise<{ name: string; value: string } | null> } {
   const [line, warning] = trustLine(att);
-  const result = await new Dialog({
+  const dialog = new Dialog({
     title: 'PPML: send a secret to the kernel',
     body: new UnsolicitedBody([line, "The kernel keeps it in memory; read it with ppml_kernel.secrets.get('name')."], warning),
     buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Send encrypted' })]
-  }).launch();
-  return result.button.accept && result.value ? result.value : null;
+  });
+  return { dialog, result: dialog.launch().then(r => (r.button.accept && r.value ? r.value : null)) };
 }
 
-export async function approveSimulatedDialog(approval: Approval): Promise<boolean> {
+export function approveSimulatedDialog(approval: Approval): { dialog: Dialog<unknown>; result: Promise<boolean> } {
   const body = new Widget();
   body.addClass('ppml-secret-body');
   body.node.appendChild(el('p', 'This kernel runs in a SIMULATED enclave. It is NOT confidential: the host, the server and anyone relaying messages may read every secret you send to it.', 'ppml-warning'));
-  body.node.appendChild(el('p', `Intel's root rejected its quote: ${approval.intelError}`));
-  body.node.appendChild(el('p', `It verifies against the simulated root with SHA-256 ${approval.rootSha256} (status ${approval.report.status}).`));
-  body.node.appendChild(el('p', `Allow the simulated enclave for kernel ${approval.kernelId} (teaching, demos, tests)?`));
-  const result = await new Dialog({
+  body.node.appendChild(el('p', `Why: ${explainIntelError(approval.intelError)}`));
+  body.node.appendChild(el('p', `Its quote verifies against that simulated root (SHA-256 ${approval.rootSha256.slice(0, 16)}…, status ${approval.report.status}).`));
+  body.node.appendChild(el('p', 'If you allow it, this browser remembers this simulated root (command "PPML: Forget allowed simulated roots" revokes it), and every PPML surface keeps saying SIMULATED.'));
+  const details = el('details');
+  details.appendChild(el('summary', 'Technical detail'));
+  details.appendChild(el('code', `Intel root: ${approval.intelError}; simulated root SHA-256 ${approval.rootSha256}`));
+  body.node.appendChild(details);
+  const dialog = new Dialog({
     title: 'Allow a SIMULATED enclave?',
     body,
     buttons: [Dialog.cancelButton({ label: 'Keep refusing' }), Dialog.warnButton({ label: 'Allow SIMULATED enclave' })]
+  });
+  return { dialog, result: dialog.launch().then(r => r.button.accept) };
+}
+
+/** Show this browser's owner key (to grant it access from another browser). */
+export async function ownerKeyDialog(fingerprint: string, pubB64: string): Promise<void> {
+  const body = new Widget();
+  body.addClass('ppml-secret-body');
+  body.node.appendChild(el('p', `Fingerprint: ${fingerprint}`));
+  body.node.appendChild(el('p', 'To use a kernel that another browser owns, its owner runs "PPML: Grant access to another owner key" with this key:'));
+  const area = el('textarea');
+  area.readOnly = true;
+  area.value = pubB64;
+  area.className = 'jp-mod-styled ppml-owner-key';
+  area.rows = 3;
+  body.node.appendChild(area);
+  const result = await new Dialog({
+    title: "PPML: this browser's owner key",
+    body,
+    buttons: [Dialog.cancelButton({ label: 'Close' }), Dialog.okButton({ label: 'Copy' })]
   }).launch();
-  return result.button.accept;
+  if (result.button.accept) {
+    await navigator.clipboard?.writeText(pubB64).catch(() => undefined);
+  }
+}
+
+class GrantBody extends Widget implements Dialog.IBodyWidget<{ key: string; label: string }> {
+  private keyInput = el('textarea');
+  private labelInput = el('input');
+  constructor(line: string) {
+    super();
+    this.addClass('ppml-secret-body');
+    this.node.appendChild(el('p', line));
+    this.keyInput.placeholder = 'owner key (base64, from "PPML: Show my owner key" in the other browser)';
+    this.keyInput.className = 'jp-mod-styled ppml-grant-key';
+    this.keyInput.rows = 3;
+    this.labelInput.placeholder = 'label, e.g. "alice laptop"';
+    this.labelInput.className = 'jp-mod-styled ppml-grant-label';
+    this.node.appendChild(this.keyInput);
+    this.node.appendChild(this.labelInput);
+  }
+  getValue(): { key: string; label: string } {
+    return { key: this.keyInput.value.trim(), label: this.labelInput.value.trim() };
+  }
+}
+
+export function grantDialog(att: KernelAttestation): { dialog: Dialog<{ key: string; label: string }>; result: Promise<{ key: string; label: string } | null> } {
+  const dialog = new Dialog({
+    title: 'PPML: grant access to another owner key',
+    body: new GrantBody(`The key may then use kernel ${att.kernel.id} (${att.state.message}) like this browser: run code, send secrets, grant others.`),
+    buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Grant access' })]
+  });
+  return { dialog, result: dialog.launch().then(r => (r.button.accept && r.value ? r.value : null)) };
 }
