@@ -495,9 +495,10 @@ export class KernelAttestation {
     }
     switch (inner.type) {
       case 'ready': {
-        const owners = (inner.owners as OwnerInfo[]).map(o => ({ fingerprint: String(o.fingerprint), label: String(o.label ?? '') }));
+        const owners = ((inner.owners ?? []) as OwnerInfo[]).map(o => ({ fingerprint: String(o.fingerprint), label: String(o.label ?? '') }));
+        const sealedMode = inner.sealed_mode === undefined ? { on: false, required: false, reason: 'the kernel did not say' } : parseSealedMode(inner.sealed_mode);
         this.sessionReady = true;
-        this.set({ sessionId: String(inner.session_id), owners, claimed: inner.claimed === true, sealedMode: parseSealedMode(inner.sealed_mode) });
+        this.set({ sessionId: String(inner.session_id), owners, claimed: inner.claimed === true, sealedMode });
         this.gate.ready(new Envelope(session.keys!));
         this.set({ phase: this._state.report!.intelRoot ? 'verified' : 'simulated', message: this.label() });
         break;

@@ -101,9 +101,15 @@ function checkInner(inner: unknown, first: boolean): Inner {
   };
   switch (t) {
     case 'ready':
-      str('session_id');
-      owners();
-      parseSealedMode(inner.sealed_mode);
+      // owners and sealed_mode are optional (a missing sealed_mode shows "not sealed"),
+      // but typed when present.
+      str('session_id', /^[0-9a-f]{32}$/);
+      if (inner.owners !== undefined) {
+        owners();
+      }
+      if (inner.sealed_mode !== undefined) {
+        parseSealedMode(inner.sealed_mode);
+      }
       break;
     case 'mode':
       parseSealedMode(inner.sealed_mode);
