@@ -301,7 +301,7 @@ export class KernelAttestation {
       this.set({ phase: 'not-ppml', message: '' });
       return;
     }
-    const protocol = typeof ppml === 'object' && ppml !== null ? String(ppml.protocol ?? '') : '';
+    const protocol = typeof ppml === 'object' && ppml !== null ? String(ppml.protocol_version ?? ppml.protocol ?? '') : '';
     if (protocol !== PROTOCOL) {
       throw new Error(`the kernel speaks '${protocol || 'no protocol'}', this browser needs ${PROTOCOL}: nothing sent`);
     }
@@ -626,6 +626,13 @@ export class AttestationManager {
       return existing;
     }
     const gate = SealingGate.install(kernel);
+    // A clone is a new connection made without the kernel manager: gate it too.
+    const clone = kernel.clone.bind(kernel);
+    kernel.clone = (options?: any) => {
+      const c = clone(options);
+      this.attach(c);
+      return c;
+    };
     const attestation = new KernelAttestation(kernel, this.host, gate);
     this.byConnection.set(kernel, attestation);
     attestation.stateChanged.connect(() => this._changed.emit(attestation));
