@@ -2,12 +2,12 @@
 
 The reference implementation the TypeScript extension is checked against, and the
 core of the sealed headless client (``channel.sealed_client``). It verifies the quote
-with the attestation layer's :class:`~ppml_kernel.attestation.Verifier` (dcap-qvl plus a :class:`Policy`: the one
-verification path of this package), checks that REPORT_DATA binds this handshake,
-checks whose owner keys the kernel accepted, derives the keys, proves its owner key
-and speaks sealed frames: attestation frames, and sealed notebook messages on the
-shell and stdin streams. The order is the extension's: signature chain, then binding,
-then owners, then policy.
+with the attestation layer's :class:`~ppml_kernel.attestation.Verifier` (dcap-qvl plus
+a :class:`Policy`: the one verification path of this package), checks that REPORT_DATA
+binds this handshake, checks whose owner keys the kernel accepted, derives the keys,
+proves its owner key and speaks sealed frames: attestation frames, and sealed notebook
+messages on the shell and stdin streams. The order is the extension's: signature
+chain, then binding, then owners, then policy.
 """
 
 from __future__ import annotations

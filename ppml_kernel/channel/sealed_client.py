@@ -27,7 +27,8 @@ from ppml_kernel.channel.protocol import TARGET_NAME, ProtocolError
 if TYPE_CHECKING:
     from ppml_kernel.attestation import Policy
 
-SecretProvider = Callable[[str, str], "str | None"]  # (name, prompt) -> value or None
+SecretProvider = Callable[[str, str], Any]  # (name, prompt) -> value, None (decline) or LATER
+LATER = object()  # a provider's answer: leave the prompt open (nobody has answered yet)
 InputProvider = Callable[[str, bool], str]  # (prompt, password) -> answer
 OUTPUT_TYPES = ("stream", "display_data", "execute_result", "error", "update_display_data")
 
@@ -62,6 +63,7 @@ class SealedKernelClient:
         at: int | None = None,
         secret_provider: SecretProvider | None = None,
         input_provider: InputProvider | None = None,
+        record: bool = False,
     ) -> None:
         self.kc = kc
         self.policy = policy
@@ -75,6 +77,8 @@ class SealedKernelClient:
         self.evidence: dict[str, Any] = {}
         self.channel_events: list[dict[str, Any]] = []  # opened attestation messages
         self.foreign = 0  # sealed messages for other sessions, ignored
+        self.record = record
+        self.wire: list[str] = []  # with ``record``: every message as received (tests)
         self._comm_inbox: list[Any] = []
 
     # ------------------------------------------------------------ transport
@@ -126,8 +130,14 @@ class SealedKernelClient:
         return self.client.session_id
 
     # ------------------------------------------------------------ receiving
+    def _seen(self, msg: dict[str, Any]) -> None:
+        if self.record:
+            buffers = [bytes(b).hex() for b in msg.get("buffers") or []]
+            self.wire.append(repr((msg.get("header"), msg.get("content"), buffers)))
+
     def _handle_iopub(self, msg: dict[str, Any]) -> dict[str, Any] | None:
         """Route one IOPub message; return it opened if it is part of the conversation."""
+        self._seen(msg)
         content = msg.get("content") or {}
         if msg["msg_type"] == "comm_msg" and content.get("comm_id") == self.comm_id:
             self._on_channel(content.get("data"))
@@ -152,6 +162,8 @@ class SealedKernelClient:
             value = None
             if self.secret_provider is not None:
                 value = self.secret_provider(inner["name"], inner.get("prompt", ""))
+            if value is LATER:
+                return
             if value is None:
                 reply = {
                     "type": protocol.SECRET_DECLINE,
@@ -177,6 +189,7 @@ class SealedKernelClient:
                 msg = self.kc.get_iopub_msg(timeout=min(0.5, remaining))
             except queue.Empty:
                 continue
+            self._seen(msg)
             content = msg.get("content") or {}
             if msg["msg_type"] == "comm_msg" and content.get("comm_id") == self.comm_id:
                 self._comm_inbox.append(content.get("data"))
@@ -218,6 +231,23 @@ class SealedKernelClient:
         raise SealedClientError(f"no {kind} from the kernel")
 
     # ------------------------------------------------------------ requests
+    def seal(
+        self, msg_type: str, content: dict[str, Any], buffers: list[bytes] | None = None
+    ) -> dict[str, Any]:
+        """A sealed shell request, ready to send (tests send some twice, or out of order)."""
+        msg = self.kc.session.msg(msg_type, content)
+        if buffers:
+            msg["buffers"] = list(buffers)
+        return self.client.seal_message(msg, "shell")
+
+    def submit(
+        self, msg_type: str, content: dict[str, Any], buffers: list[bytes] | None = None
+    ) -> str:
+        """Send one sealed shell request without waiting; return its msg_id."""
+        msg = self.seal(msg_type, content, buffers)
+        self.kc.shell_channel.send(msg)
+        return msg["header"]["msg_id"]
+
     def request(
         self,
         msg_type: str,
@@ -227,29 +257,25 @@ class SealedKernelClient:
         buffers: list[bytes] | None = None,
     ) -> SealedResult:
         """Send one sealed shell request; gather its opened outputs and its reply."""
-        msg = self.kc.session.msg(msg_type, content)
-        if buffers:
-            msg["buffers"] = list(buffers)
-        msg_id = msg["header"]["msg_id"]
-        self.client.seal_message(msg, "shell")
-        self.kc.shell_channel.send(msg)
-        return self._collect(msg_id, timeout, wants_reply=msg_type.endswith("_request"))
+        msg_id = self.submit(msg_type, content, buffers)
+        return self.collect(msg_id, timeout, wants_reply=msg_type.endswith("_request"))
+
+    @staticmethod
+    def execute_content(code: str, allow_stdin: bool = False) -> dict[str, Any]:
+        return {
+            "code": code,
+            "silent": False,
+            "store_history": True,
+            "user_expressions": {},
+            "allow_stdin": allow_stdin,
+            "stop_on_error": True,
+        }
 
     def execute(self, code: str, *, timeout: float = 600, allow_stdin: bool = True) -> SealedResult:
-        return self.request(
-            "execute_request",
-            {
-                "code": code,
-                "silent": False,
-                "store_history": True,
-                "user_expressions": {},
-                "allow_stdin": allow_stdin and self.input_provider is not None,
-                "stop_on_error": True,
-            },
-            timeout=timeout,
-        )
+        content = self.execute_content(code, allow_stdin and self.input_provider is not None)
+        return self.request("execute_request", content, timeout=timeout)
 
-    def _collect(self, msg_id: str, timeout: float, wants_reply: bool) -> SealedResult:
+    def collect(self, msg_id: str, timeout: float = 600, wants_reply: bool = True) -> SealedResult:
         deadline = time.monotonic() + timeout
         result = SealedResult(reply={})
         idle = False
@@ -298,6 +324,7 @@ class SealedKernelClient:
             msg = self.kc.get_stdin_msg(timeout=0)
         except queue.Empty:
             return
+        self._seen(msg)
         if isinstance(msg.get("content"), dict) and protocol.SEALED_KEY in msg["content"]:
             if not self.client.is_mine(msg):
                 return

@@ -54,6 +54,8 @@ class PPMLKernel(IPythonKernel):
             kernel_info={"implementation": self.implementation, "version": __version__},
         )
         self.sealing = install_sealing(self, manager, real_tee=self.tee_kind != "simulated")
+        # After every cell: a secret or a dataset key may have arrived; seal from then on.
+        self.shell.events.register("post_execute", self.sealing.refresh)
         load_ipython_extension(self.shell)
 
     # ------------------------------------------------------------ the sealing gate
