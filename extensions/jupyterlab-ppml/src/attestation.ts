@@ -196,6 +196,7 @@ export class KernelAttestation {
   }
 
   private rejected(text: string): void {
+    console.warn(`jupyterlab-ppml: ${text}`);
     this.logError(text);
     this.host.notify('error', `PPML channel: ${text}`);
   }
@@ -352,6 +353,7 @@ export class KernelAttestation {
         // the connection is gone; the kernel learns nothing, which is also safe
       }
     }
+    console.warn(`jupyterlab-ppml: kernel ${this.kernel.id}: ${reason}`);
     this.endSession();
     this.gate.fail(reason);
     this.set({ phase: 'failed', message: reason });

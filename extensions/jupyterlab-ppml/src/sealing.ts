@@ -27,6 +27,9 @@
  *    shutdown/interrupt replies, error replies that say why a sealed request was refused).
  */
 
+// JupyterLab's own message validation (a plain module; bundled, not shared).
+import { validateMessage } from '@jupyterlab/services/lib/kernel/validate';
+
 import { Envelope, mustSeal, SEALED_KEY, sealedMarker, WireMessage } from './channel/envelope';
 import { ProtocolError } from './channel/session';
 
@@ -36,6 +39,10 @@ type Msg = WireMessage & { header: WireMessage['header'] & { session?: string; d
 interface RawConnection {
   _sendMessage(msg: Msg, queue?: boolean): void;
   _handleMessage(msg: Msg): Promise<void>;
+  _onWSMessage(evt: MessageEvent): void;
+  _ws: WebSocket | null;
+  _anyMessage: { emit(args: unknown): void };
+  serverSettings: { serializer: { deserialize(data: unknown, protocol?: string): Msg } };
   _msgChain: Promise<void>;
   _kernelSession: string;
   clientId: string;
@@ -89,6 +96,48 @@ export class SealingGate {
     this.origHandle = kc._handleMessage.bind(kc);
     kc._sendMessage = (msg: Msg, queue = true) => this.send(msg, queue);
     kc._handleMessage = (msg: Msg) => this.handle(msg);
+    // JupyterLab validates IOPub content before _handleMessage; sealed content (the
+    // envelope marker) would fail that check and be dropped, so sealed messages skip it
+    // here and are validated after they are opened (in `handle`). Everything else goes
+    // through JupyterLab's own handler unchanged. The socket already exists (it is
+    // created in the constructor), so its handler is replaced too; reconnects read the
+    // property.
+    const origOnMessage = kc._onWSMessage;
+    if (typeof origOnMessage === 'function') {
+      const onMessage = (evt: MessageEvent): void => {
+        if (this._state === 'plain') {
+          return origOnMessage(evt);
+        }
+        let msg: Msg;
+        try {
+          msg = kc.serverSettings.serializer.deserialize(evt.data, kc._ws?.protocol ?? '');
+        } catch (e) {
+          return origOnMessage(evt); // let JupyterLab report it
+        }
+        const content = msg?.content as Record<string, unknown> | undefined;
+        if (!content || typeof content !== 'object' || !(SEALED_KEY in content)) {
+          return origOnMessage(evt);
+        }
+        const h = msg.header;
+        if (!h || typeof h.msg_id !== 'string' || typeof h.msg_type !== 'string' || typeof h.session !== 'string' || typeof msg.channel !== 'string' || typeof msg.parent_header !== 'object') {
+          this.reject('dropped a sealed message with a malformed header');
+          return;
+        }
+        kc._kernelSession = h.session;
+        kc._msgChain = kc._msgChain
+          .then(() => kc._handleMessage(msg))
+          .catch((error: Error) => {
+            if (String(error?.message ?? '').startsWith('Canceled future for ')) {
+              console.error(error);
+            }
+          });
+        kc._anyMessage.emit({ msg, direction: 'recv' });
+      };
+      kc._onWSMessage = onMessage;
+      if (kc._ws && kc._ws.onmessage === origOnMessage) {
+        kc._ws.onmessage = onMessage;
+      }
+    }
     (kc as unknown as { __ppmlGate: SealingGate }).__ppmlGate = this;
   }
 
@@ -197,6 +246,7 @@ export class SealingGate {
             this.sealedRequests.delete(this.sealedRequests.keys().next().value as string);
           }
           this.counts.sealed += 1;
+          console.debug(`jupyterlab-ppml: sent a sealed ${msg.channel} ${msg.header.msg_type} (${this.kc.id.slice(0, 8)} ${envelope.sid.slice(0, 8)})`);
           try {
             this.origSend(out, true);
           } catch (e) {
@@ -283,15 +333,24 @@ export class SealingGate {
       }
       if (result.kind === 'foreign') {
         this.counts.foreign += 1; // another tab's session (IOPub goes to every frontend)
+        console.debug(`jupyterlab-ppml: ignored a ${msg.channel} ${type} sealed to another session`);
         return;
       }
       if (result.kind === 'opened') {
+        try {
+          validateMessage(result.msg as any);
+        } catch (e) {
+          this.reject(`a sealed ${msg.channel} ${type} opened to an invalid message: ${(e as Error).message}`);
+          return;
+        }
         this.counts.opened += 1;
+        console.debug(`jupyterlab-ppml: opened a sealed ${msg.channel} ${type} (${this.kc.id.slice(0, 8)} ${envelope.sid.slice(0, 8)})`);
         return this.origHandle(result.msg as Msg);
       }
     }
-    // In the clear.
-    if (this._state === 'plain' || this._state === 'unknown') {
+    // In the clear. The control channel is never sealed (attestation comm aside, it
+    // carries only replies to what JupyterLab asked on it: subshells, debug, interrupt).
+    if (this._state === 'plain' || this._state === 'unknown' || msg.channel === 'control') {
       return this.origHandle(msg);
     }
     if (CLEAR_IN.has(type)) {
@@ -321,7 +380,7 @@ export class SealingGate {
     // session (or another frontend's unsealed traffic): never shown.
     this.counts.dropped += 1;
     if (!(type === 'comm_msg' || type === 'comm_close' || type === 'comm_open')) {
-      console.debug(`jupyterlab-ppml: dropped a clear ${msg.channel} ${type}`);
+      console.debug(`jupyterlab-ppml: dropped a clear ${msg.channel} ${type} (parent ${String((msg.parent_header as { msg_type?: string })?.msg_type ?? 'none')})`);
     }
   }
 
