@@ -128,6 +128,7 @@ export class KernelAttestation {
   private evidenceWaiter: { generation: number; resolve: (d: unknown) => void; reject: (e: Error) => void } | null = null;
   private _generation = 0;
   private waitingForIdle = false;
+  private lastResync = 0;
   private disposed = false;
 
   constructor(
@@ -139,7 +140,15 @@ export class KernelAttestation {
     gate.events = {
       rejected: text => this.rejected(text),
       attestationMessage: msg => this.onCommMessage(msg as unknown as KernelMessage.IMessage),
-      isAttestationComm: commId => commId === this.commId
+      isAttestationComm: commId => commId === this.commId,
+      desync: () => {
+        // At most once per 10 s, so a relay forging rejections cannot spin us.
+        if (this.ready && Date.now() - this.lastResync > 10_000) {
+          this.lastResync = Date.now();
+          this.host.notify('warning', 'PPML: the kernel lost a sealed request; verifying the enclave again for a fresh sealed session.');
+          void this.attest();
+        }
+      }
     };
   }
 

@@ -63,6 +63,8 @@ export interface GateEvents {
   /** An iopub comm message of the attestation comm (routed before everything else). */
   attestationMessage(msg: Msg): void;
   isAttestationComm(commId: string): boolean;
+  /** The kernel lost track of our sealed stream (reorder/replay): re-attest. */
+  desync?(): void;
 }
 
 export function isInstalled(kernel: unknown): boolean {
@@ -241,6 +243,17 @@ export class SealingGate {
             // The session ended while sealing (restart, re-attestation): never send it.
             return;
           }
+          if ('subshell_id' in out.header) {
+            // JupyterLab 4.6 sends comm traffic on kernel subshells (other threads in the
+            // kernel). A sealed stream must be opened in the order it was sealed, and a
+            // request for an unknown subshell is refused before the kernel opens it (its
+            // number would never be used, and every later request would be "reordered").
+            // So sealed requests all go to the main shell, in order; comm messages then
+            // wait for a running cell, as before subshells existed.
+            const { subshell_id: _drop, ...header } = out.header as Record<string, unknown>;
+            void _drop;
+            out = { ...out, header: header as Msg['header'] };
+          }
           this.sealedRequests.set(msg.header.msg_id, msg.header.msg_type);
           if (this.sealedRequests.size > 4096) {
             this.sealedRequests.delete(this.sealedRequests.keys().next().value as string);
@@ -364,6 +377,11 @@ export class SealingGate {
       const ename = String(content.ename ?? 'PPMLSealedRequestRefused').slice(0, 100);
       const evalue = String(content.evalue ?? '').slice(0, 1000);
       this.reject(`the kernel refused a sealed ${this.sealedRequests.get(parentId)}: ${ename}: ${evalue}`);
+      if (ename === 'PPMLSealedFrameRejected' && /\((reorder|replay|state)\)/.test(evalue)) {
+        // Our numbering and the kernel's disagree (a sealed request was lost on the way):
+        // nothing sealed in this session can get through any more; start a new one.
+        this.events?.desync?.();
+      }
       if (this.sealedRequests.get(parentId) === 'execute_request') {
         await this.origHandle({
           ...msg,

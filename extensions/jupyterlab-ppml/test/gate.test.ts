@@ -51,7 +51,7 @@ function msg(channel: string, msgType: string, content: any = {}, parent: any = 
   };
 }
 
-const settle = () => new Promise(r => setTimeout(r, 20));
+const settle = () => new Promise(r => setTimeout(r, 150));
 
 async function kernelSeal(k: Awaited<ReturnType<typeof keys>>, m: any, seq: number): Promise<any> {
   const stream = ({ shell: 'k2b shell', iopub: 'k2b iopub', stdin: 'k2b stdin' } as const)[m.channel as 'shell'];

@@ -211,7 +211,10 @@ before(async () => {
     headless: true,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run']
   });
-  const page = await ctx.browser.newPage({ viewport: { width: 1400, height: 900 } });
+  // One browser profile (context) for the owner: pages in it share the owner key (IndexedDB)
+  // and the remembered simulated roots (localStorage).
+  ctx.context = await ctx.browser.newContext({ viewport: { width: 1400, height: 900 } });
+  const page = await ctx.context.newPage();
   record(page, 'owner');
   ctx.page = page;
 });
@@ -416,7 +419,7 @@ test("the secret's bytes never crossed the Jupyter server", async () => {
 test('Notebook 7 shows the badge in the notebook toolbar; a plain Python kernel shows none', { timeout: 240_000 }, step('notebook7-and-plain', async () => {
   const { port, token } = ctx;
   // Same browser profile (same owner key, same remembered simulated root): no dialog.
-  const page = await ctx.page.context().newPage();
+  const page = await ctx.context.newPage();
   record(page, 'owner');
   try {
     // Notebook 7 (the `notebook` package) is served by the same Jupyter server.
