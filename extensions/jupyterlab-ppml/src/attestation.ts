@@ -287,9 +287,7 @@ export class KernelAttestation {
       if (e instanceof Stale || generation !== this._generation) {
         return;
       }
-      const code = e instanceof ProtocolError ? e.code : '';
-      const text = code === 'not_owner' ? `another party controls this kernel: ${(e as Error).message}` : (e as Error).message || String(e);
-      this.fail(text);
+      this.fail((e as Error).message || String(e));
     }
   }
 

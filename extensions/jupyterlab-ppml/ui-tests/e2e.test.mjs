@@ -146,7 +146,11 @@ function containsSecret(data) {
 before(async () => {
   assert.ok(fs.existsSync(path.join(LABEXT, 'package.json')), 'build the extension first: jlpm build:prod');
   fs.mkdirSync(ARTIFACTS, { recursive: true });
-  fs.rmSync(path.join(ARTIFACTS, 'browser-console.log'), { force: true });
+  for (const f of fs.readdirSync(ARTIFACTS)) {
+    if (f.startsWith('FAILED-') || f === 'browser-console.log') {
+      fs.rmSync(path.join(ARTIFACTS, f), { force: true });
+    }
+  }
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ppml-e2e-'));
   const share = path.join(tmp, 'share', 'jupyter');
   fs.mkdirSync(path.join(share, 'labextensions'), { recursive: true });
