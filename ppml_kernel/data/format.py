@@ -42,6 +42,7 @@ from ppml_kernel.data.errors import (
     WrongKeyError,
 )
 from ppml_kernel.data.sniff import describe_foreign
+from ppml_kernel.keys.ids import KEY_ID_MAX, check_key_id  # the one key-id rule
 
 FORMAT_NAME = "ppml-aead/1"
 MAGIC = b"\x89ppml-aead/1\r\n\x1a\n"
@@ -50,7 +51,6 @@ FIXED_SIZE = 64
 TAG_SIZE = 16
 NONCE_SIZE = 12
 DATA_KEY_SIZE = 32
-KEY_ID_MAX = 95
 KEY_CHECK_SIZE = 8
 WRAPPED_SIZE = DATA_KEY_SIZE + TAG_SIZE
 CIPHER_AES_256_GCM = 1
@@ -63,21 +63,8 @@ FILE_SUFFIX = ".ppml"
 _FIXED = struct.Struct(">16sHBBI12s28s")  # magic, header size, cipher, wrap, chunk, nonce, rsv
 _SLOT = struct.Struct(">B95s8s12s48s28s")  # key id len, key id, kcv, wrap nonce, wrapped, rsv
 _WRAP_CONTEXT = b"ppml-aead/1 data key\x00"
-_KEY_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:@/+-")
 
 assert _FIXED.size == FIXED_SIZE and FIXED_SIZE + _SLOT.size == HEADER_SIZE
-
-
-def check_key_id(key_id: str) -> str:
-    """Return ``key_id`` if it is a valid key id (1-95 safe ASCII characters), else raise."""
-    if not isinstance(key_id, str) or not 1 <= len(key_id) <= KEY_ID_MAX:
-        raise ValueError(f"a key id has 1 to {KEY_ID_MAX} characters, got {key_id!r}")
-    if not set(key_id) <= _KEY_ID_CHARS or key_id[0] in "._:@/+-":
-        raise ValueError(
-            f"invalid key id {key_id!r}: use letters, digits and . _ : @ / + - "
-            "(starting with a letter or digit)"
-        )
-    return key_id
 
 
 @dataclass(frozen=True)
