@@ -864,6 +864,11 @@ class _Server(ThreadingHTTPServer):
         waiting = [c for c in self._conns.values() if c.reading and now - c.since >= self.grace]
         return min(waiting, key=lambda c: c.since) if waiting else None
 
+    def admitted(self, request: Any) -> bool:
+        """False once the connection's slot was given to another (it is being closed)."""
+        with self._conns_lock:
+            return request in self._conns
+
     def mark(self, request: Any, reading: bool) -> None:
         """A request is now being waited for (``reading``) or answered."""
         with self._conns_lock:
@@ -928,10 +933,11 @@ def _handler_for(broker: KeyBroker) -> type[BaseHTTPRequestHandler]:
             super().handle_one_request()
 
         def timed_out(self) -> TimeoutError:
-            broker._refused_transport(
-                self.peer, f"connection dropped: no complete request within "
-                f"{broker.io_timeout:g} s"
-            )
+            if self.server.admitted(self.request):  # a dropped one was audited when dropped
+                broker._refused_transport(
+                    self.peer, f"connection dropped: no complete request within "
+                    f"{broker.io_timeout:g} s"
+                )
             return TimeoutError("request not complete in time")
 
         def log_message(self, format: str, *args: Any) -> None:
@@ -940,9 +946,12 @@ def _handler_for(broker: KeyBroker) -> type[BaseHTTPRequestHandler]:
         def send_error(self, code: int, message: str | None = None,
                        explain: str | None = None) -> None:
             """The http.server's own refusals (bad request line, headers, method) are audited."""
+            self.close_connection = True
+            if not self.server.admitted(self.request):
+                return  # its slot was given away mid-request: audited then, nothing to say
             reason = P.clean_text(message or self.responses.get(code, ("",))[0], 120)
             broker._malformed(self.peer, f"HTTP {code}: {reason}")
-            self.close_connection = True
+            self.request_version = "HTTP/1.1"  # answer with a status line, even to junk
             self._send(code, {"error": f"malformed request: {reason}"})
 
         def _refuse(self, status: int, reason: str, *, close: bool = False) -> None:
@@ -999,9 +1008,10 @@ def _handler_for(broker: KeyBroker) -> type[BaseHTTPRequestHandler]:
                 return
             raw = self.rfile.read(length)
             if len(raw) != length:
-                broker._malformed(self.peer, f"connection closed after {len(raw)} of "
-                                  f"{length} body bytes ({self._path()})")
                 self.close_connection = True
+                if self.server.admitted(self.request):
+                    broker._malformed(self.peer, f"connection closed after {len(raw)} of "
+                                      f"{length} body bytes ({self._path()})")
                 return
             self.server.mark(self.request, reading=False)
             try:
