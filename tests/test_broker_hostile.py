@@ -16,13 +16,14 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
 from ppml_kernel.attestation import Policy
 from ppml_kernel.spark import protocol as P
 from ppml_kernel.spark.broker import KeyBroker, KeyRing, _NonceBook
-from ppml_kernel.spark.keyclient import KeyClient
+from ppml_kernel.spark.keyclient import KeyClient, KeyClientError
 from ppml_kernel.tee.simulated import SimulatedAttester
 
 pytestmark = pytest.mark.timeout(120)
@@ -252,3 +253,50 @@ def test_nonce_book_accepts_each_issued_nonce_once_until_it_expires():
     assert len(book._used) <= 2
     assert not _NonceBook(ttl=120).take(book.issue(1200.0), 1200.0)  # another book's key
     assert not book.take(b"\x00" * 32, 1200.0)
+
+
+# -- the client after a lost answer (item 11) ----------------------------------------
+
+
+class _LoseAttestAnswers(http.client.HTTPConnection):
+    """A network that delivers the first ``lost`` attest requests but drops their answers."""
+
+    lost = 1
+    sent: ClassVar[list[str]] = []
+
+    def request(self, method, url, *args, **kwargs):  # type: ignore[override]
+        self._path = url
+        type(self).sent.append(url)
+        return super().request(method, url, *args, **kwargs)
+
+    def getresponse(self):  # type: ignore[override]
+        response = super().getresponse()
+        if self._path == "/v1/attest" and type(self).lost > 0:
+            response.read()  # the broker has answered, so it has used the nonce
+            type(self).lost -= 1
+            self.close()
+            raise ConnectionResetError(104, "Connection reset by peer")
+        return response
+
+
+def test_a_lost_attest_answer_restarts_from_hello(driver, policy, monkeypatch):
+    with make_broker(driver, policy) as broker:
+        client = honest(broker, driver, policy)
+        host, port = HOST, broker.port
+        monkeypatch.setattr(_LoseAttestAnswers, "lost", 1)
+        monkeypatch.setattr(_LoseAttestAnswers, "sent", [])
+        monkeypatch.setattr(client, "_connect",
+                            lambda: _LoseAttestAnswers(host, port, timeout=10))
+        assert client.fetch_key("kek-1") == KEK
+        assert _LoseAttestAnswers.sent == ["/v1/hello", "/v1/attest", "/v1/hello", "/v1/attest"]
+        assert not any("nonce" in e.reason for e in broker.audit.refusals())
+        # A broker that never answers: a clear error after a bounded number of fresh rounds.
+        monkeypatch.setattr(_LoseAttestAnswers, "lost", 99)
+        monkeypatch.setattr(_LoseAttestAnswers, "sent", [])
+        fresh = honest(broker, driver, policy)
+        monkeypatch.setattr(fresh, "_connect", lambda: _LoseAttestAnswers(host, port, timeout=10))
+        with pytest.raises(KeyClientError, match="never answered an attestation request") as err:
+            fresh.fetch_key("kek-1")
+        assert "used nonce" not in str(err.value)
+        assert _LoseAttestAnswers.sent.count("/v1/hello") == _LoseAttestAnswers.sent.count(
+            "/v1/attest") == 3
