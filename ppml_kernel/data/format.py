@@ -30,6 +30,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ppml_kernel.data.errors import (
+    BadDataKeyError,
     CorruptFileError,
     ExtendedFileError,
     HeaderTamperedError,
@@ -197,9 +198,6 @@ def unwrap_data_key(header: Header, wrapper: KeyWrapper, source: str) -> bytes:
     kid = header.key_id
     try:
         key = wrapper.unwrap(kid, header.wrapped, header.wrap_context())
-        if len(key) != DATA_KEY_SIZE:
-            raise UnwrapError("data key of the wrong size", key_id=kid)
-        return key
     except UnknownKeyError:
         raise UnknownKeyError(
             f"{source}: no key with key id {kid!r} is available (the file was encrypted "
@@ -217,6 +215,20 @@ def unwrap_data_key(header: Header, wrapper: KeyWrapper, source: str) -> bytes:
             f"{source}: header was modified: the data-key slot does not authenticate "
             f"under key {kid!r} although that key matches the file's key check value"
         ) from None
+    if not isinstance(key, (bytes, bytearray)) or len(key) != DATA_KEY_SIZE:
+        # The slot authenticated (or the provider never checked it): the header is fine,
+        # the provider (or the program that wrote the file) is not. Never show the bytes.
+        got = (f"a {len(key)}-byte data key" if isinstance(key, (bytes, bytearray))
+               else f"a {type(key).__name__} instead of a data key")
+        describe = getattr(wrapper, "describe", None)
+        who = describe() if callable(describe) else type(wrapper).__name__
+        raise BadDataKeyError(
+            f"{source}: the key provider ({who}) returned {got} for key id {kid!r}; a "
+            f"{FORMAT_NAME} data key is {DATA_KEY_SIZE} bytes, so the provider (or the "
+            "program that wrote this file) is faulty, not the file's header",
+            key_id=kid,
+        )
+    return bytes(key)
 
 
 # --------------------------------------------------------------------------- chunk crypto
@@ -365,6 +377,9 @@ class EncryptedFile:
         self.close()
 
     def close(self) -> None:
+        """Close the file and wipe the plaintext buffer (the last chunk read stays in it)."""
+        self._plain[:] = bytes(len(self._plain))
+        self._cached = None
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -509,19 +524,22 @@ def iter_plaintext(src: BinaryIO, wrapper: KeyWrapper, source: str) -> Iterator[
     if cur == 0:
         raise TruncatedFileError(f"{source} is truncated: it has a header but no chunks")
     index = 0
-    while True:
-        nxt = _fill(src, bufs[1]) if cur == stride else 0
-        final = nxt == 0
-        if cur < TAG_SIZE:
-            raise CorruptFileError(
-                f"{source} is truncated or extended: a {cur}-byte fragment after chunk "
-                f"{index - 1}"
-            )
-        yield cipher.open_into(index, final, memoryview(bufs[0])[:cur], plain)
-        if final:
-            return
-        bufs.reverse()
-        cur, index = nxt, index + 1
+    try:
+        while True:
+            nxt = _fill(src, bufs[1]) if cur == stride else 0
+            final = nxt == 0
+            if cur < TAG_SIZE:
+                raise CorruptFileError(
+                    f"{source} is truncated or extended: a {cur}-byte fragment after chunk "
+                    f"{index - 1}"
+                )
+            yield cipher.open_into(index, final, memoryview(bufs[0])[:cur], plain)
+            if final:
+                return
+            bufs.reverse()
+            cur, index = nxt, index + 1
+    finally:
+        plain[:] = bytes(len(plain))  # done, failed or abandoned: no plaintext stays behind
 
 
 def _fill(src: BinaryIO, buf: bytearray) -> int:
