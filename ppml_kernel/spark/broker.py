@@ -924,6 +924,7 @@ def _handler_for(broker: KeyBroker) -> type[BaseHTTPRequestHandler]:
         def setup(self) -> None:
             super().setup()
             self.peer = f"{self.client_address[0]}:{self.client_address[1]}"
+            self.rfile.close()  # the plain socket reader; reads go through the deadline
             self.rfile = io.BufferedReader(_DeadlineReader(self.connection, self))
 
         def handle_one_request(self) -> None:

@@ -204,8 +204,8 @@ class KeyClient:
                 digest = P.wrap_digest(key_id, nonce, sealed, bytes(context))
                 item = {"key_id": key_id, "nonce": P.b64e(nonce), "sealed": P.b64e(sealed),
                         "context": P.b64e(bytes(context))}
-                status, body = self._post(
-                    self._connect(), "/v1/keys",
+                status, body = self._call(
+                    "/v1/keys",
                     {"session": P.b64e(session.id), "wrap": [item]},
                 )
                 if status == 401 and attempt == 0:
@@ -260,8 +260,8 @@ class KeyClient:
 
     def _request(self, kek_ids: list[str], unwraps: list[dict[str, str]]) -> None:
         if self._session is not None:
-            status, body = self._post(
-                self._connect(), "/v1/keys",
+            status, body = self._call(
+                "/v1/keys",
                 {"session": P.b64e(self._session.id), "keys": kek_ids, "unwrap": unwraps},
             )
             if status == 200:
@@ -279,6 +279,14 @@ class KeyClient:
             )
         host, port = _parse_address(self.address)
         return http.client.HTTPConnection(host, port, timeout=self.timeout)
+
+    def _call(self, path: str, body: dict[str, object]) -> tuple[int, dict[str, Any]]:
+        """One request on its own connection, closed afterwards (no socket left to GC)."""
+        conn = self._connect()
+        try:
+            return self._post(conn, path, body)
+        finally:
+            conn.close()
 
     def _post(self, conn: http.client.HTTPConnection, path: str,
               body: dict[str, object], *, resend: bool = True) -> tuple[int, dict[str, Any]]:
@@ -355,6 +363,7 @@ class KeyClient:
         conn = self._connect()
         try:
             status, hello = self._post(conn, "/v1/hello", {})
+            conn.close()  # hold no broker slot while quoting; the attest reconnects
             if status != 200:
                 raise self._refusal(status, hello)
             timing.hello_ms = (time.perf_counter() - t0) * 1e3
