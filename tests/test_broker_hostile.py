@@ -300,3 +300,15 @@ def test_a_lost_attest_answer_restarts_from_hello(driver, policy, monkeypatch):
         assert "used nonce" not in str(err.value)
         assert _LoseAttestAnswers.sent.count("/v1/hello") == _LoseAttestAnswers.sent.count(
             "/v1/attest") == 3
+
+
+def test_an_unknown_session_is_refused_and_audited(driver, policy):
+    with make_broker(driver, policy) as broker:
+        conn = http.client.HTTPConnection(HOST, broker.port, timeout=10)
+        status, answer = _call(conn, "/v1/keys", {"session": P.b64e(b"s" * 16),
+                                                  "keys": ["kek-1"]})
+        conn.close()
+        assert status == 401 and answer["reattest"] is True
+        (event,) = broker.audit.refusals()
+        assert event.event == "refuse" and "unknown or expired session" in event.reason
+        assert event.key_ids == ("kek-1",) and event.peer.startswith(f"{HOST}:")

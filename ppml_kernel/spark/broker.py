@@ -537,6 +537,9 @@ class KeyBroker:
                 del self._sessions[sid]
                 session = None
         if session is None:
+            self.audit.record(AuditEvent(time.time(), REFUSE, "unknown executor", peer, False,
+                                         reason="unknown or expired session; attest again",
+                                         key_ids=tuple(kek_ids)))
             return 401, {"error": "unknown or expired session; attest again", "reattest": True}
         # Audited under the identity the session attested with, not a new claim in the body.
         grants, refused = self._grant(session, peer, kek_ids, unwraps, wraps)
