@@ -155,7 +155,7 @@ def test_a_request_has_a_total_deadline_not_only_a_per_read_timeout(driver, poli
                 if time.monotonic() - start > 8:
                     break
         assert closed_after is not None, "the trickling connection was never dropped"
-        assert 1.5 <= closed_after < 4
+        assert 1.5 <= closed_after < 5
         assert any("no complete request within 2 s" in e.reason
                    for e in broker.audit.refusals())
 

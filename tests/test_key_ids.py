@@ -106,3 +106,20 @@ def test_no_other_key_id_rule_is_defined():
             if isinstance(node, ast.FunctionDef) and node.name == "check_key_id":
                 assert path.name == "protocol.py", path
                 assert "_ids.check_key_id(value)" in ast.get_source_segment(text, node)
+
+
+def test_browser_secrets_are_listed_as_keys_only_under_valid_key_ids():
+    import base64
+
+    from ppml_kernel.data.secrets import KernelKeyStore
+    from ppml_kernel.secrets import STORE
+
+    key_text = base64.b64encode(bytes(range(32))).decode()
+    STORE.put("sales-2024", key_text)
+    STORE.put("_scratch", key_text)  # a fine secret name, but no header can carry it
+    try:
+        names = KernelKeyStore().names()
+        assert "sales-2024" in names and "_scratch" not in names
+    finally:
+        STORE.delete("sales-2024")
+        STORE.delete("_scratch")
