@@ -76,3 +76,13 @@ def test_with_peer_credentials_the_default_is_descendants(private_tmp, provider)
                                                   header.wrap_context()) == data_key
     finally:
         broker.close()
+
+
+def test_the_local_broker_applies_the_one_key_id_rule(private_tmp, provider):
+    broker = B.LocalKeyBroker(provider)
+    try:
+        header, _ = new_header(provider, "k1")
+        with pytest.raises(DatasetKeyError, match="invalid key id"):
+            B.BrokerClient(broker.path).unwrap("k 1", header.wrapped, header.wrap_context())
+    finally:
+        broker.close()

@@ -45,6 +45,7 @@ from ppml_kernel.data.errors import (
 )
 from ppml_kernel.data.format import WrappedKey
 from ppml_kernel.data.keys import KeyProvider, default_provider
+from ppml_kernel.keys.ids import KeyIdError, check_key_id
 
 ENV_VAR = "PPML_KEY_BROKER"
 ENV_PEERS = "PPML_KEY_BROKER_PEERS"
@@ -214,15 +215,18 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         try:
             if op == "unwrap":
                 wrapped = WrappedKey(_unb64(req["kcv"]), _unb64(req["nonce"]), _unb64(req["ct"]))
-                key = provider.unwrap(req["key_id"], wrapped, _unb64(req["ctx"]))
+                key = provider.unwrap(check_key_id(req["key_id"]), wrapped, _unb64(req["ctx"]))
                 return {"ok": True, "key": _b64(key)}
             if op == "wrap":
-                w = provider.wrap(req["key_id"], _unb64(req["key"]), _unb64(req["ctx"]))
+                w = provider.wrap(check_key_id(req["key_id"]), _unb64(req["key"]),
+                                  _unb64(req["ctx"]))
                 return {"ok": True, "kcv": _b64(w.key_check), "nonce": _b64(w.nonce),
                         "ct": _b64(w.ciphertext)}
             if op == "key_ids":
                 return {"ok": True, "key_ids": provider.key_ids()}
             return {"ok": False, "error": "bad_request", "message": f"unknown op {op!r}"}
+        except KeyIdError as exc:
+            return {"ok": False, "error": "bad_request", "message": str(exc)}
         except UnknownKeyError as exc:
             return {"ok": False, "error": "unknown_key", "message": str(exc)}
         except WrongKeyError as exc:
