@@ -248,6 +248,35 @@ function merge(a: StatusWithAdvisories, b: StatusWithAdvisories): StatusWithAdvi
   return { status, advisoryIds };
 }
 
+/**
+ * Platform status with the QE's, as dcap-qvl 0.7 (after Intel's QVL) converges them: an
+ * OutOfDate QE makes an up-to-date platform OutOfDate and a platform needing
+ * configuration OutOfDateConfigurationNeeded; a Revoked QE revokes; a QE level with
+ * SWHardeningNeeded or ConfigurationAndSWHardeningNeeded is not a QE status (error);
+ * any other QE status leaves the platform's. Advisories: the platform's, then the QE's.
+ */
+export function convergeQeStatus(platform: StatusWithAdvisories, qe: StatusWithAdvisories): StatusWithAdvisories {
+  let status = platform.status;
+  switch (qe.status) {
+    case 'SWHardeningNeeded':
+    case 'ConfigurationAndSWHardeningNeeded':
+      throw new VerificationError('QE Identity', `unrecognized QE TCB status ${qe.status}`);
+    case 'Revoked':
+      status = 'Revoked';
+      break;
+    case 'OutOfDate':
+      if (status === 'UpToDate' || status === 'SWHardeningNeeded') {
+        status = 'OutOfDate';
+      } else if (status === 'ConfigurationNeeded' || status === 'ConfigurationAndSWHardeningNeeded') {
+        status = 'OutOfDateConfigurationNeeded';
+      }
+      break;
+    default:
+      break;
+  }
+  return { status, advisoryIds: merge(platform, qe).advisoryIds };
+}
+
 function hexN(text: string, n: number, what: string): Uint8Array {
   const v = fromHex(text, what);
   if (v.length !== n) {
@@ -510,7 +539,7 @@ export async function verifyQuote(
   const platformStatus = await attempt('TCB level', () => matchPlatformTcb(tcbInfo, quote, tdx, pck));
 
   // 9. Final status and attributes
-  const final = merge(platformStatus, qeStatus);
+  const final = convergeQeStatus(platformStatus, qeStatus);
   if (final.status === 'Revoked') {
     fail('TCB level', 'the platform TCB is revoked');
   }
