@@ -521,7 +521,113 @@ def synthetic(pki: s.Pki) -> tuple[dict, list[dict]]:
         else:
             add(cid, sc)
         setattr(pki, attr, saved)
+    strictness_cases(pki, base, add)
     return bases, cases
+
+
+def strictness_cases(pki: s.Pki, base: s.Scenario, add: Any) -> None:
+    """Issue 11 items 4 and 5: dcap-qvl's status convergence and its parsing rules.
+
+    Every platform status with every QE status, and signed TCB Info / QE Identity texts
+    that a lax parser reads differently from serde_json and chrono (floats as integers,
+    duplicate keys, out-of-range UTC offsets, years before 1970, leap seconds), re-signed
+    with the synthetic TCB signing key so only the parsing decides.
+    """
+    now = pki.now
+    lvl = s.tcb_level
+    for p in KNOWN_TCB_STATUSES:
+        for q in KNOWN_TCB_STATUSES:
+            add(
+                f"merge-platform-{p}-qe-{q}",
+                s.scenario(
+                    pki,
+                    levels=[lvl([5] * 16, 13, p, ["INTEL-SA-00001", "INTEL-SA-00002"])],
+                    qe_kwargs={
+                        "levels": [s.qe_level(8, q, ["INTEL-SA-00003", "INTEL-SA-00001"])]
+                    },
+                ),
+            )
+
+    def signed(field: str, text: str) -> s.Scenario:
+        col = dict(base.collateral)
+        col[field] = text
+        col[f"{field}_signature"] = s.raw_sig(pki.tcb_key, text.encode()).hex()
+        return s.Scenario(base.quote, col, pki.root_der)
+
+    tcb = base.collateral["tcb_info"]
+    qe = base.collateral["qe_identity"]
+    issue, nxt = f'"issueDate":"{s.iso(now - DAY)}"', f'"nextUpdate":"{s.iso(now + 29 * DAY)}"'
+    assert issue in tcb and nxt in tcb and issue in qe
+    edits = {
+        "float-evaluation-number": (
+            '"tcbEvaluationDataNumber":17', '"tcbEvaluationDataNumber":17.0'
+        ),
+        "exponent-evaluation-number": (
+            '"tcbEvaluationDataNumber":17', '"tcbEvaluationDataNumber":1.7e1'
+        ),
+        "negative-zero-tcb-type": ('"tcbType":0', '"tcbType":-0'),
+        "float-version": ('"version":', '"version":3.0,"x":'),
+        "float-pcesvn": ('"pcesvn":13', '"pcesvn":13.0'),
+        "float-svn": ('{"svn":5}', '{"svn":5e0}'),
+        "leading-zero": ('"tcbType":0', '"tcbType":00'),
+        "duplicate-status-revoked-first": (
+            '"tcbStatus":"UpToDate"', '"tcbStatus":"Revoked","tcbStatus":"UpToDate"'
+        ),
+        "duplicate-top-level-key": ('"tcbType":0', '"tcbType":0,"tcbType":0'),
+        "duplicate-nested-key": ('"pcesvn":13', '"pcesvn":13,"pcesvn":13'),
+        "unknown-key-ignored": ('"tcbType":0', '"tcbType":0,"comment":[1.5,{"a":null}]'),
+        "trailing-garbage": ('"tcbLevels":', '"tcbLevels":'),
+        "next-update-past-with-offset-minus-99": (
+            nxt, f'"nextUpdate":"{s.iso(now - 3600)[:-1]}-99:00"'
+        ),
+        "next-update-offset-plus-24": (nxt, f'"nextUpdate":"{s.iso(now + DAY)[:-1]}+24:00"'),
+        "next-update-offset-minutes-60": (nxt, f'"nextUpdate":"{s.iso(now + DAY)[:-1]}+00:60"'),
+        "next-update-offset-plus-23-59": (nxt, f'"nextUpdate":"{s.iso(now + DAY)[:-1]}+23:59"'),
+        "next-update-offset-minus-23-59": (
+            nxt, f'"nextUpdate":"{s.iso(now - 3600)[:-1]}-23:59"'
+        ),
+        "next-update-leap-second-before-now": (
+            nxt, f'"nextUpdate":"{s.iso(now - 1)[:-3]}:60Z"'
+        ),
+        "next-update-fraction-and-lowercase": (
+            nxt, f'"nextUpdate":"{s.iso(now)[:-1].replace("T", "t")}.999999999z"'
+        ),
+        "next-update-space-separator": (
+            nxt, f'"nextUpdate":"{s.iso(now + DAY).replace("T", " ")}"'
+        ),
+        "next-update-february-29-2027": (nxt, '"nextUpdate":"2027-02-29T00:00:00Z"'),
+        "next-update-hour-24": (nxt, f'"nextUpdate":"{s.iso(now + DAY)[:11]}24:00:00Z"'),
+        "next-update-no-offset": (nxt, f'"nextUpdate":"{s.iso(now + DAY)[:-1]}"'),
+        "issue-date-1969": (issue, '"issueDate":"1969-12-31T23:59:59Z"'),
+        "issue-date-1970-minus-offset": (issue, '"issueDate":"1970-01-01T00:00:00+00:01"'),
+        "issue-date-1970": (issue, '"issueDate":"1970-01-01T00:00:00Z"'),
+        "issue-date-year-99": (issue, '"issueDate":"0099-06-01T00:00:00Z"'),
+        "issue-date-year-0": (issue, '"issueDate":"0000-01-01T00:00:00Z"'),
+    }
+    for name, (old, new) in edits.items():
+        assert old in tcb, name
+        text = tcb.replace(old, new, 1)
+        if name == "trailing-garbage":
+            text = tcb + " x"
+        add(f"tcb-info-{name}", signed("tcb_info", text))
+    qe_edits = {
+        "float-isvprodid": ('"isvprodid":1', '"isvprodid":1.0'),
+        "float-isvsvn": ('"isvsvn":8', '"isvsvn":8.0'),
+        "duplicate-isvprodid": ('"isvprodid":1', '"isvprodid":2,"isvprodid":1'),
+        "duplicate-status": (
+            '"tcbStatus":"UpToDate"', '"tcbStatus":"Revoked","tcbStatus":"UpToDate"'
+        ),
+        "issue-date-year-99": (issue, '"issueDate":"0099-06-01T00:00:00Z"'),
+        "next-update-past-with-offset-minus-99": (
+            nxt, f'"nextUpdate":"{s.iso(now - 3600)[:-1]}-99:00"'
+        ),
+        "level-sw-hardening-not-matched": (
+            '"tcbStatus":"OutOfDate"', '"tcbStatus":"SWHardeningNeeded"'
+        ),
+    }
+    for name, (old, new) in qe_edits.items():
+        assert old in qe, name
+        add(f"qe-identity-{name}", signed("qe_identity", qe.replace(old, new, 1)))
 
 
 def verdict_for(case: dict, bases: dict, synth_root: bytes) -> dict:
