@@ -79,6 +79,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       policy: () => policyState.current(),
       // Called only once the manager below exists (from an attestation it started).
       approveSimulated: async approval => {
+        policyState.current(); // an unusable policy refuses before anyone is asked
         if (manager.isSimulatedAllowed(approval.kernelId, approval.rootSha256)) {
           return true;
         }

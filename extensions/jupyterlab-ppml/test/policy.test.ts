@@ -30,6 +30,12 @@ for (const c of cases) {
   });
 }
 
+test('the settings schema lets every value through to the policy parser (the server would swap invalid ones for {})', () => {
+  const schema = JSON.parse(fs.readFileSync(path.join(repo, 'extensions', 'jupyterlab-ppml', 'schema', 'plugin.json'), 'utf8'));
+  assert.equal(schema.additionalProperties, undefined);
+  assert.deepEqual(Object.keys(schema.properties.policy).sort(), ['default', 'description', 'title']);
+});
+
 test('one default policy: the shared JSON file, the settings schema default and policy.ts agree', () => {
   const shared = JSON.parse(fs.readFileSync(path.join(repo, 'ppml_kernel', 'attestation', 'default-policy.json'), 'utf8'));
   const schema = JSON.parse(fs.readFileSync(path.join(repo, 'extensions', 'jupyterlab-ppml', 'schema', 'plugin.json'), 'utf8'));
@@ -116,6 +122,8 @@ test('policy state fails closed: an invalid or unloadable setting refuses every 
     });
     assert.ok(state.problem?.includes(field));
   }
+  state.fromSettings({ policy: {}, polcy: { mrenclave: [pin] } });
+  assert.throws(() => state.current(), /unknown setting 'polcy'.*every enclave is refused/);
   state.loadFailed([{ instancePath: '/policy', message: 'must be object' }]);
   assert.throws(() => state.current(), /settings could not be loaded .*\/policy must be object.*every enclave is refused/);
   state.loadFailed(new Error('network down'));
@@ -123,5 +131,5 @@ test('policy state fails closed: an invalid or unloadable setting refuses every 
   state.fromSettings({ policy: {} });
   assert.deepEqual(state.current(), defaultPolicy());
   assert.equal(state.problem, null);
-  assert.equal(changes, bad.length * 2 + 3);
+  assert.equal(changes, bad.length * 2 + 4);
 });

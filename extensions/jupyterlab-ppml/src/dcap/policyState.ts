@@ -1,10 +1,13 @@
 /**
  * The policy in force in this browser window, from the extension's settings.
  *
- * Fails closed: while the setting is invalid, or the settings could not be loaded at
- * all (JupyterLab rejects a file that breaks the schema), there is no policy, and
+ * Fails closed: while the setting is invalid, another (unknown) setting is present, or
+ * the settings could not be loaded at all (e.g. not JSON5), there is no policy, and
  * `current()` throws, so every enclave is refused with a message naming the setting and
- * the problem. It never falls back to the (laxer) default. Only when the extension has
+ * the problem. It never falls back to the (laxer) default. The settings schema is
+ * permissive on purpose: the Jupyter server answers a settings file that breaks its
+ * schema with `{}` (only logging a warning), which would silently apply the defaults; so
+ * every value must reach this check instead. Only when the extension has
  * no settings registry at all (nothing the user configured can be ignored) does the
  * default policy apply.
  */
@@ -41,6 +44,11 @@ export class PolicyState {
 
   /** Use the composite settings (`{policy: ...}`) as loaded or changed in JupyterLab. */
   fromSettings(composite: Record<string, unknown> | null | undefined): void {
+    const unknown = Object.keys(composite ?? {}).filter(k => k !== POLICY_SETTING);
+    if (unknown.length) {
+      this.refuse(`PPML settings: unknown setting '${unknown.sort()[0]}' (the only one is '${POLICY_SETTING}')`);
+      return;
+    }
     try {
       const value = composite?.[POLICY_SETTING];
       this.set(parsePolicy(value === undefined ? {} : value), null);
