@@ -3,13 +3,13 @@
 Each run makes a new test PKI (tests/dcap_synth.py) and a new random seed, mutates the
 signed TCB Info and QE Identity (numbers written as floats or out of range, duplicate
 and missing keys, wrong types, dates in every RFC 3339 form and some that are not, UTC
-offsets in and out of range, years before 1970, every TCB status on platform and QE
-levels) and rebuilds the CRLs (validity windows around now, revoked serials, wrong
-issuer or key), re-signs everything with the test PKI so that only parsing and policy
-decide, asks dcap-qvl for its verdict, then runs the extension's compiled verifier
-(test/differential.ts) over the same inputs. Verdict *and* status (and advisories)
-must agree on every case. Counts and the seed are printed; PPML_DIFF_SEED=<seed>
-replays a run, PPML_DIFF_CASES sets the number of cases.
+offsets in and out of range, years before 1970, every TCB status on platform, QE and
+TDX module levels; SGX and TDX quotes) and rebuilds the CRLs (validity windows around
+now, revoked serials, wrong issuer or key), re-signs everything with the test PKI so
+that only parsing and policy decide, asks dcap-qvl for its verdict, then runs the
+extension's compiled verifier (test/differential.ts) over the same inputs. Verdict *and*
+status (and advisories) must agree on every case. Counts and the seed are printed;
+PPML_DIFF_SEED=<seed> replays a run, PPML_DIFF_CASES sets the number of cases.
 """
 
 from __future__ import annotations
@@ -231,6 +231,8 @@ QE_WEIGHTS = PLATFORM_WEIGHTS | {
     "UpToDate": 6, "OutOfDate": 4, "SWHardeningNeeded": 1, "ConfigurationAndSWHardeningNeeded": 1
 }
 
+MODULE_WEIGHTS = {status: 1 for status in KNOWN_TCB_STATUSES} | {"UpToDate": 10, "OutOfDate": 5}
+
 
 def pick(rng: random.Random, weights: dict[str, int]) -> str:
     return rng.choices(list(weights), weights=list(weights.values()))[0]
@@ -240,21 +242,38 @@ def make_case(pki: s.Pki, rng: random.Random) -> tuple[str, dict[str, Any], int]
     """A random scenario (platform and QE statuses) with random edits; returns its kind."""
     now = pki.now
     advisories = ["INTEL-SA-00001", "INTEL-SA-00002", "INTEL-SA-00003"]
-    sc = s.scenario(
-        pki,
-        levels=[
-            s.tcb_level([5] * 16, 13, pick(rng, PLATFORM_WEIGHTS), rng.sample(advisories, 2)),
-            s.tcb_level([4] * 16, 13, pick(rng, PLATFORM_WEIGHTS), rng.sample(advisories, 1)),
-        ],
-        qe_kwargs={
-            "levels": [
-                s.qe_level(8, pick(rng, QE_WEIGHTS), rng.sample(advisories, 2)),
-                s.qe_level(6, pick(rng, QE_WEIGHTS)),
-            ]
-        },
-    )
+    qe_levels = [
+        s.qe_level(8, pick(rng, QE_WEIGHTS), rng.sample(advisories, 2)),
+        s.qe_level(6, pick(rng, QE_WEIGHTS)),
+    ]
+    if rng.random() < 0.35:
+        kinds = ["tdx"]
+        module = [rng.choice([1, 2, 3, 4]), rng.choice([0, 1, 1, 1])]
+        tee_tcb_svn = bytes(module + [rng.choice([1, 2, 3])] * 14)
+        sc = s.tdx_scenario(
+            pki,
+            levels=[
+                s.tdx_tcb_level(pick(rng, PLATFORM_WEIGHTS), rng.sample(advisories, 2)),
+                s.tdx_tcb_level(pick(rng, PLATFORM_WEIGHTS), rng.sample(advisories, 1), 1),
+            ],
+            module_levels=[
+                s.qe_level(3, pick(rng, MODULE_WEIGHTS), rng.sample(advisories, 1)),
+                s.qe_level(2, pick(rng, MODULE_WEIGHTS)),
+            ],
+            qe_levels=qe_levels,
+            report_kwargs={"tee_tcb_svn": tee_tcb_svn},
+        )
+    else:
+        kinds = ["sgx"]
+        sc = s.scenario(
+            pki,
+            levels=[
+                s.tcb_level([5] * 16, 13, pick(rng, PLATFORM_WEIGHTS), rng.sample(advisories, 2)),
+                s.tcb_level([4] * 16, 13, pick(rng, PLATFORM_WEIGHTS), rng.sample(advisories, 1)),
+            ],
+            qe_kwargs={"levels": qe_levels},
+        )
     col = dict(sc.collateral)
-    kinds = ["statuses"]
     at = now + rng.choice([0] * 6 + [-DAY, -1, 1, 3600, 20 * DAY, 29 * DAY, 30 * DAY])
     for field in ("tcb_info", "qe_identity"):
         if rng.random() < 0.5:
@@ -334,8 +353,10 @@ def test_browser_verifier_agrees_with_dcap_qvl_on_random_resigned_collateral(
     mismatches = []
     for case, want, have in zip(cases, expected, got, strict=True):
         tally["dcap-qvl ok" if "status" in want else "dcap-qvl error"] += 1
+        tee = case["id"].split(": ", 1)[1].split()[0]
+        tally[f"{tee} cases"] += 1
         if "status" in want:
-            tally[f"status {want['status']}"] += 1
+            tally[f"{tee} status {want['status']}"] += 1
         for part in case["id"].split(": ", 1)[1].split()[1:]:
             field, _, ops = part.partition(":")
             for op in ops.split("+"):

@@ -522,7 +522,113 @@ def synthetic(pki: s.Pki) -> tuple[dict, list[dict]]:
             add(cid, sc)
         setattr(pki, attr, saved)
     strictness_cases(pki, base, add)
+    tdx_cases(pki, bases, cases)
     return bases, cases
+
+
+def tdx_cases(pki: s.Pki, bases: dict, cases: list[dict]) -> None:
+    """A synthetic TDX base: every platform x TDX module status, and QE statuses on TDX."""
+    base = s.tdx_scenario(pki)
+    bases["tdx"] = {
+        "quote": base.quote.hex(),
+        "collateral": base.collateral,
+        "root_der": pki.root_der.hex(),
+        "verify_at": pki.now,
+    }
+
+    def add(cid: str, sc: s.Scenario) -> None:
+        muts = [c_mut(k, op="set", value=v) for k, v in sc.collateral.items()
+                if base.collateral.get(k) != v]
+        case: dict[str, Any] = {"id": f"synthetic-tdx/{cid}", "base": {"synthetic": "tdx"}}
+        if sc.quote != base.quote:
+            case["quote"] = sc.quote.hex()
+        case["mutations"] = muts
+        cases.append(case)
+
+    add("unchanged", base)
+    for p in KNOWN_TCB_STATUSES:
+        for m in KNOWN_TCB_STATUSES:
+            add(
+                f"merge-platform-{p}-module-{m}",
+                s.tdx_scenario(
+                    pki,
+                    levels=[s.tdx_tcb_level(p, ["INTEL-SA-00001"])],
+                    module_levels=[s.qe_level(3, m, ["INTEL-SA-00002", "INTEL-SA-00001"])],
+                ),
+            )
+    for q in KNOWN_TCB_STATUSES:
+        add(
+            f"qe-{q}-platform-ConfigurationNeeded",
+            s.tdx_scenario(
+                pki,
+                levels=[s.tdx_tcb_level("ConfigurationNeeded")],
+                qe_levels=[s.qe_level(8, q, ["INTEL-SA-00003"])],
+            ),
+        )
+    add(
+        "module-isvsvn-second-level",
+        s.tdx_scenario(
+            pki,
+            module_levels=[
+                s.qe_level(3, "UpToDate"),
+                s.qe_level(2, "OutOfDate", ["INTEL-SA-00004"]),
+            ],
+            report_kwargs={"tee_tcb_svn": bytes([2, 1] + [2] * 14)},
+        ),
+    )
+    add(
+        "module-mrsigner-mismatch",
+        s.tdx_scenario(pki, report_kwargs={"mr_signer_seam": b"\x00" * 48}),
+    )
+    add(
+        "td-debug",
+        s.tdx_scenario(pki, report_kwargs={"td_attributes": bytes.fromhex("0100001000000000")}),
+    )
+    add(
+        "td-sept-ve-disable-clear",
+        s.tdx_scenario(pki, report_kwargs={"td_attributes": bytes(8)}),
+    )
+    def edited(cid: str, edit: Any) -> None:
+        info = json.loads(base.collateral["tcb_info"])
+        edit(info)
+        text = json.dumps(info, separators=(",", ":"))
+        col = {**base.collateral, "tcb_info": text}
+        col["tcb_info_signature"] = s.raw_sig(pki.tcb_key, text.encode()).hex()
+        add(cid, s.Scenario(base.quote, col, pki.root_der))
+
+    def set_date(path: str, value: str) -> Any:
+        def edit(info: dict) -> None:
+            levels = (
+                info["tcbLevels"] if path == "platform"
+                else info["tdxModuleIdentities"][0]["tcbLevels"]
+            )
+            levels[0]["tcbDate"] = value
+        return edit
+
+    # dcap-qvl parses the matched TDX levels' tcbDate (never SGX ones).
+    for where in ("platform", "module"):
+        edited(f"{where}-tcb-date-garbage", set_date(where, "garbage"))
+        edited(f"{where}-tcb-date-1969", set_date(where, "1969-12-31T23:59:59Z"))
+        edited(f"{where}-tcb-date-offset-24", set_date(where, "2024-03-13T00:00:00+24:00"))
+        edited(f"{where}-tcb-date-9999", set_date(where, "9999-12-31T23:59:59Z"))
+    edited("module-version-without-identities", lambda info: info.pop("tdxModuleIdentities"))
+    edited("module-identities-empty", lambda info: info.update(tdxModuleIdentities=[]))
+    # With a module version, TDX components 0 and 1 belong to the module identity.
+    for cid, first in (
+        ("tdx-components-0-1-skipped", [9, 9]),
+        ("tdx-component-2-checked", [3, 1, 3]),
+    ):
+        comps = first + [2] * (16 - len(first))
+        edited(
+            cid,
+            lambda info, comps=comps: info["tcbLevels"][0]["tcb"].update(
+                tdxtcbcomponents=[{"svn": c} for c in comps]
+            ),
+        )
+    add(
+        "tdx-components-below",
+        s.tdx_scenario(pki, levels=[s.tdx_tcb_level("UpToDate", tdx_svn=3)]),
+    )
 
 
 def strictness_cases(pki: s.Pki, base: s.Scenario, add: Any) -> None:

@@ -44,6 +44,7 @@ export interface TcbLevel {
   sgxComponents: number[];
   tdxComponents: number[];
   pceSvn: number;
+  tcbDate: string;
   status: TcbStatus;
   advisoryIds: string[];
 }
@@ -51,6 +52,7 @@ export interface TcbLevel {
 /** A TCB level keyed by one ISVSVN (TDX module identities, QE Identity). */
 export interface IsvTcbLevel {
   isvsvn: number;
+  tcbDate: string;
   status: TcbStatus;
   advisoryIds: string[];
 }
@@ -189,9 +191,9 @@ export function parseCollateral(input: string | Json): Collateral {
 /** `{tcb: {isvsvn}, tcbDate, tcbStatus, advisoryIDs}`; `what` prefixes error messages. */
 function isvTcbLevel(l: unknown, what: string, maxSvn: number): IsvTcbLevel {
   const level = obj(l, `${what} tcbLevel`);
-  str(level, 'tcbDate', `${what} tcbLevel`);
   return {
     isvsvn: uint(obj(level.tcb, `${what} tcb`), 'isvsvn', `${what} tcb`, maxSvn),
+    tcbDate: str(level, 'tcbDate', `${what} tcbLevel`),
     status: status(level, `${what} tcbLevel`),
     advisoryIds: advisories(level, `${what} tcbLevel`)
   };
@@ -219,11 +221,11 @@ export function parseTcbInfo(text: string): TcbInfo {
   info.tcbLevels = arr(o, 'tcbLevels', w).map(l => {
     const level = obj(l, 'tcbLevel');
     const tcb = obj(level.tcb, 'tcbLevel.tcb');
-    str(level, 'tcbDate', 'tcbLevel');
     return {
       sgxComponents: components(arr(tcb, 'sgxtcbcomponents', 'tcb'), 'sgxtcbcomponent'),
       tdxComponents: components(arr(tcb, 'tdxtcbcomponents', 'tcb', true), 'tdxtcbcomponent'),
       pceSvn: uint(tcb, 'pcesvn', 'tcb', 0xffff),
+      tcbDate: str(level, 'tcbDate', 'tcbLevel'),
       status: status(level, 'tcbLevel'),
       advisoryIds: advisories(level, 'tcbLevel')
     };
