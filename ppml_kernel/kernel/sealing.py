@@ -260,7 +260,12 @@ class SealingGate:
         reply_type = _reply_type(msg["header"].get("msg_type", ""))
         if reply_type is None:
             return
-        content = {"status": "error", "ename": ename, "evalue": text, "traceback": [text]}
+        content = {
+            "status": "error",
+            "ename": ename,
+            "evalue": text,
+            "traceback": [f"{ename}: {text}"],
+        }
         if reply_type == "execute_reply":
             content["execution_count"] = None
             self._send(

@@ -18,7 +18,8 @@ import { Contents, Kernel } from '@jupyterlab/services';
 import { AttestationHost, AttestationManager, KernelAttestation } from './attestation';
 import { openNotebook, sealNotebook } from './atrest';
 import { b64encode } from './dcap/bytes';
-import { defaultPolicy, parsePolicy, Policy } from './dcap/policy';
+import { parsePolicy } from './dcap/policy';
+import { PolicyState } from './dcap/policyState';
 import { notebookKey, ownerKey } from './keystore';
 import { SealingGate } from './sealing';
 import { approveSimulatedDialog, grantDialog, ownerKeyDialog, ReportPanel, secretDialog, StatusBadge, unsolicitedSecretDialog } from './ui';
@@ -119,31 +120,30 @@ const plugin: JupyterFrontEndPlugin<void> = {
       early.push(kc);
     };
     watchConnections(app, kc => onConnection(kc));
-    let policy: Policy = defaultPolicy();
+    // Fail closed: while the policy setting is invalid or unreadable, policyState.current()
+    // throws and every enclave is refused (red badge naming the setting and the problem).
+    const policyState = new PolicyState();
     let settings: ISettingRegistry.ISettings | null = null;
-    const loadPolicy = (): void => {
-      try {
-        policy = parsePolicy((settings?.composite.policy as Record<string, unknown>) ?? {});
-      } catch (e) {
-        policy = defaultPolicy();
-        Notification.error(`PPML: invalid policy settings (${(e as Error).message}); using the defaults`);
-      }
-    };
     if (settingRegistry) {
       try {
-        settings = await settingRegistry.load(PLUGIN_ID);
-        loadPolicy();
-        settings.changed.connect(loadPolicy);
+        const loaded = await settingRegistry.load(PLUGIN_ID);
+        settings = loaded;
+        policyState.fromSettings(loaded.composite as Record<string, unknown>);
+        loaded.changed.connect(() => policyState.fromSettings(loaded.composite as Record<string, unknown>));
       } catch (e) {
-        console.warn('jupyterlab-ppml: settings unavailable', e);
+        policyState.loadFailed(e);
       }
+    }
+    if (policyState.problem) {
+      Notification.error(policyState.problem, { autoClose: false });
     }
 
     // One approval dialog per simulated root at a time (several tabs may ask together).
     const approvals = new Map<string, Promise<boolean>>();
     const host: AttestationHost = {
-      policy: () => policy,
+      policy: () => policyState.current(),
       approveSimulated: async (approval, stillCurrent) => {
+        policyState.current(); // an unusable policy refuses before anyone is asked
         if (allowedSimulatedRoots().includes(approval.rootSha256)) {
           return true;
         }
@@ -186,6 +186,14 @@ const plugin: JupyterFrontEndPlugin<void> = {
     early.splice(0).forEach(kc => manager.attach(kc));
 
     const current = (): KernelAttestation | undefined => manager.get(tracker.currentWidget?.sessionContext.session?.kernel);
+    // A changed policy (valid or not) applies at once: verify every open PPML kernel again.
+    policyState.onChange(() => {
+      if (policyState.problem) {
+        Notification.error(policyState.problem, { autoClose: false });
+      }
+      // Every PPML connection (notebooks, consoles, other tabs' connections in this window).
+      manager.all().filter(a => a.state.phase !== 'not-ppml').forEach(a => void a.attest());
+    });
 
     // Notebooks at rest: sealed notebooks' outputs are stored encrypted (docs/protocol.md 7).
     const contents = app.serviceManager.contents as Contents.IManager;
@@ -387,12 +395,10 @@ const plugin: JupyterFrontEndPlugin<void> = {
           return;
         }
         try {
-          const values = JSON.parse(text);
-          const parsed = parsePolicy(values);
-          const merged = { ...parsed, allowedStatuses: values.allowedStatuses ? parsed.allowedStatuses : policy.allowedStatuses };
-          await settings.set('policy', merged as any);
+          // The file replaces the whole policy (missing keys take the default policy).
+          const parsed = parsePolicy(JSON.parse(text));
+          await settings.set('policy', parsed as any);
           Notification.success('PPML: policy updated from the reference values; verifying again.');
-          await current()?.attest();
         } catch (e) {
           Notification.error(`PPML: not a reference-values file: ${(e as Error).message}`);
         }

@@ -169,7 +169,7 @@ before(async () => {
     checkForUpdates: false
   });
   writeJson(path.join(settings, 'jupyterlab-ppml', 'plugin.jupyterlab-settings'), {
-    policy: { mrenclave: [GOOD_MRENCLAVE], allowedStatuses: ['UpToDate', 'SWHardeningNeeded'] }
+    policy: { mrenclave: [GOOD_MRENCLAVE], allowed_tcb_statuses: ['UpToDate', 'SWHardeningNeeded'] }
   });
   const work = path.join(tmp, 'work');
   fs.mkdirSync(work);
@@ -586,7 +586,7 @@ test('the relay as a second browser: another profile on an owned kernel is refus
 test('sealing cell sources: the code leaves the .ipynb, the same browser restores it', { timeout: 300_000 }, step('seal-sources', async () => {
   const { page, work, settings } = ctx;
   writeJson(path.join(settings, 'jupyterlab-ppml', 'plugin.jupyterlab-settings'), {
-    policy: { mrenclave: [GOOD_MRENCLAVE], allowedStatuses: ['UpToDate', 'SWHardeningNeeded'] },
+    policy: { mrenclave: [GOOD_MRENCLAVE], allowed_tcb_statuses: ['UpToDate', 'SWHardeningNeeded'] },
     sealCellSources: true
   });
   await page.reload();
