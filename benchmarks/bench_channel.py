@@ -23,6 +23,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 E2E_TIMES = ROOT / "test-artifacts" / "e2e" / "verify-times.json"
+# Sealed vs unsealed cell round trip on one kernel in headless Chromium (same e2e run).
+E2E_ROUND_TRIP = ROOT / "test-artifacts" / "e2e" / "round-trip.json"
 
 
 def kernel_handshakes(runs: int) -> dict[str, float]:
@@ -73,6 +75,15 @@ def main() -> int:
         print(f"{'ratio browser / kernel':<46}{browser / k['total']:>10.2f}")
     else:
         print("browser: run `bash tests/run -m browser` first (it measures in Chromium)")
+    if E2E_ROUND_TRIP.exists():
+        rt = json.loads(E2E_ROUND_TRIP.read_text())
+        good = rt["ratio"] <= 1.10
+        ok &= good
+        print(
+            f"{'browser: cell round trip sealed / unsealed':<46}{rt['ratio']:>10.3f}  <= 1.10 "
+            f"{'ok' if good else 'MISSED'}  (medians {rt['sealed']:.1f} / {rt['unsealed']:.1f} ms, "
+            f"{rt['n']} each, same kernel, from the end-to-end test)"
+        )
     return 0 if ok else 1
 
 
