@@ -70,3 +70,16 @@ test('sealCellSources: the code leaves the file and comes back in the same brows
   assert.equal(sealed.cells[2].source, '# title', 'markdown stays');
   assert.deepEqual(await openNotebook(sealed, k), nb());
 });
+
+test('the sealCellSources setting is known to the fail-closed settings check (and typed)', async () => {
+  const { PolicyState } = await import('../src/dcap/policyState');
+  const ok = new PolicyState();
+  ok.fromSettings({ policy: {}, sealCellSources: true });
+  assert.ok(ok.current());
+  const bad = new PolicyState();
+  bad.fromSettings({ policy: {}, sealCellSources: 'yes' });
+  assert.throws(() => bad.current(), /sealCellSources' must be a boolean/);
+  const unknown = new PolicyState();
+  unknown.fromSettings({ policy: {}, sealCellSource: true });
+  assert.throws(() => unknown.current(), /unknown setting 'sealCellSource'/);
+});

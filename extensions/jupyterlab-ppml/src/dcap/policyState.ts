@@ -16,6 +16,8 @@ import { defaultPolicy, parsePolicy, Policy } from './policy';
 
 /** The settings plugin's key holding the policy. */
 export const POLICY_SETTING = 'policy';
+/** The extension's other settings (not part of the policy, validated by the schema). */
+export const OTHER_SETTINGS: Record<string, 'boolean'> = { sealCellSources: 'boolean' };
 
 export class PolicyUnavailableError extends Error {}
 
@@ -44,10 +46,18 @@ export class PolicyState {
 
   /** Use the composite settings (`{policy: ...}`) as loaded or changed in JupyterLab. */
   fromSettings(composite: Record<string, unknown> | null | undefined): void {
-    const unknown = Object.keys(composite ?? {}).filter(k => k !== POLICY_SETTING);
+    const unknown = Object.keys(composite ?? {}).filter(k => k !== POLICY_SETTING && !(k in OTHER_SETTINGS));
     if (unknown.length) {
-      this.refuse(`PPML settings: unknown setting '${unknown.sort()[0]}' (the only one is '${POLICY_SETTING}')`);
+      const known = [POLICY_SETTING, ...Object.keys(OTHER_SETTINGS)].map(k => `'${k}'`).join(', ');
+      this.refuse(`PPML settings: unknown setting '${unknown.sort()[0]}' (known: ${known})`);
       return;
+    }
+    for (const [k, type] of Object.entries(OTHER_SETTINGS)) {
+      const v = (composite as Record<string, unknown>)?.[k];
+      if (v !== undefined && typeof v !== type) {
+        this.refuse(`PPML settings: setting '${k}' must be a ${type}`);
+        return;
+      }
     }
     try {
       const value = composite?.[POLICY_SETTING];
