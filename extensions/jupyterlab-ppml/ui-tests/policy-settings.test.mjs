@@ -177,7 +177,9 @@ test('at start, an invalid policy setting refuses the enclave, names the setting
   const cell = page.locator('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell').first();
   await cell.locator('.jp-InputArea-editor').click();
   await page.keyboard.press('Shift+Enter');
-  await cell.locator('.jp-OutputArea-output').getByText(/rejected this kernel's enclave \(PPML setting 'policy' is invalid/).waitFor({ timeout: 60_000 });
+  // Sealed sessions fail closed: the cell's request never leaves the browser and says why
+  // (the kernel was told by the handshake's abort).
+  await cell.locator('.jp-OutputArea-output').getByText(/nothing was sent to the kernel: PPML setting 'policy' is invalid/).waitFor({ timeout: 60_000 });
   assert.equal(await page.locator('.ppml-secret-dialog').count(), 0);
 }));
 
