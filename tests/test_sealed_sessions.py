@@ -346,3 +346,26 @@ def test_required_sealing_refuses_from_the_start_and_stock_clients_get_the_reaso
     client = NotebookClient(nb, kernel_name="ppml-sealed-test", timeout=120)
     with pytest.raises(CellExecutionError, match="PPMLSealedSessionRequired"):
         client.execute()
+
+
+def test_install_sealed_required_writes_it_into_the_kernelspec(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ppml_kernel.cli",
+            "install",
+            "--prefix",
+            str(tmp_path),
+            "--sealed",
+            "required",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    spec = json.loads((tmp_path / "share/jupyter/kernels/ppml/kernel.json").read_text())
+    assert spec["env"]["PPML_SEALED"] == "required"
+    assert spec["metadata"]["ppml"]["sealed"] == "required"
