@@ -83,3 +83,14 @@ test('the sealCellSources setting is known to the fail-closed settings check (an
   unknown.fromSettings({ policy: {}, sealCellSource: true });
   assert.throws(() => unknown.current(), /unknown setting 'sealCellSource'/);
 });
+
+test('a notebook sealed by the Python side (ppml-kernel run --outputs sealed) opens here with the same key', async () => {
+  const { readJson } = await import('./util');
+  const { fromHex } = await import('../src/dcap/bytes');
+  const v = readJson('sealed-notebook.json');
+  const k = { key: await crypto.subtle.importKey('raw', fromHex(v.key), 'AES-GCM', false, ['encrypt', 'decrypt']), keyId: v.key_id };
+  const normalize = (nb: any) => ({ ...nb, cells: nb.cells.map((c: any) => ({ ...c, source: Array.isArray(c.source) ? c.source.join('') : c.source })) });
+  assert.deepEqual(normalize(await openNotebook(v.sealed, k)), normalize(v.original));
+  // And the browser's own sealing of it opens with the same code path (same format).
+  assert.deepEqual(normalize(await openNotebook(await sealNotebook(v.original, k, true), k)), normalize(v.original));
+});
