@@ -538,7 +538,9 @@ def test_failed_handshakes_close_their_comm_and_floods_are_bounded(pki: dcap_syn
 
 
 def test_a_hello_flood_does_not_evict_the_owners_ready_session(pki: dcap_synth.Pki) -> None:
-    manager = ChannelManager(dcap_synth.SynthAttester(pki), max_sessions=3)
+    manager = ChannelManager(
+        dcap_synth.SynthAttester(pki), secret_sink=lambda n, v, s: None, max_sessions=3
+    )
     owner, wire = connect(manager, pki, ref="owner")
     for i in range(12):  # the relay's hellos, never finished
         manager.on_open(f"relay{i}", BrowserClient().hello(), Wire())
