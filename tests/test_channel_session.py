@@ -537,6 +537,22 @@ def test_failed_handshakes_close_their_comm_and_floods_are_bounded(pki: dcap_syn
     assert len(manager.status()["sessions"]) == 3
 
 
+def test_a_hello_flood_does_not_evict_the_owners_ready_session(pki: dcap_synth.Pki) -> None:
+    manager = ChannelManager(
+        dcap_synth.SynthAttester(pki), secret_sink=lambda n, v, s: None, max_sessions=3
+    )
+    owner, wire = connect(manager, pki, ref="owner")
+    for i in range(12):  # the relay's hellos, never finished
+        manager.on_open(f"relay{i}", BrowserClient().hello(), Wire())
+    assert [s.ref for s in manager.ready_sessions()] == ["owner"]
+    assert len(manager.status()["sessions"]) == 3
+    manager.on_message(
+        "owner",
+        owner.seal({"type": "secret", "request_id": None, "name": "still_here", "value": "v"}),
+    )
+    assert owner.open(wire.wait_for(3))["ok"] is True
+
+
 def test_too_many_concurrent_handshakes_are_told_busy(pki: dcap_synth.Pki) -> None:
     gate = threading.Event()
 
@@ -561,3 +577,71 @@ def test_too_many_concurrent_handshakes_are_told_busy(pki: dcap_synth.Pki) -> No
         t.join(10)
     codes = [w.sent[0].get("code", w.sent[0]["type"]) for w in wires]
     assert codes.count("busy") == 2 and codes.count("evidence") == 4
+
+
+def test_the_handshake_runs_off_the_control_thread(pki: dcap_synth.Pki) -> None:
+    """Issue 11 item 10: a slow quote or collateral download never holds the control
+    thread, so interrupts and shutdown are served while a browser is being answered."""
+    from ppml_kernel.channel.jupyter import install
+
+    release = threading.Event()
+
+    class SlowAttester(dcap_synth.SynthAttester):
+        def quote(self, report_data: bytes) -> bytes:
+            release.wait(20)
+            return super().quote(report_data)
+
+    sent: list[dict[str, Any]] = []
+
+    class Comm:
+        def __init__(self, comm_id: str) -> None:
+            self.comm_id = comm_id
+
+        def on_msg(self, callback: Any) -> None: ...
+
+        def on_close(self, callback: Any) -> None: ...
+
+        def send(self, data: dict[str, Any]) -> None:
+            sent.append(data)
+
+        def close(self, data: Any = None) -> None: ...
+
+    class CommManager:
+        """The part of ipykernel's comm manager that install() uses."""
+
+        def __init__(self) -> None:
+            self.targets: dict[str, Any] = {}
+
+        def register_target(self, name: str, callback: Any) -> None:
+            self.targets[name] = callback
+
+        def comm_open(self, stream: Any, ident: Any, msg: dict[str, Any]) -> None:
+            content = msg["content"]
+            self.targets[content["target_name"]](Comm(content["comm_id"]), msg)
+
+    class Kernel:
+        def __init__(self) -> None:
+            self.control_handlers: dict[str, Any] = {}
+            self.comm_manager = CommManager()
+
+    kernel = Kernel()
+    install(kernel, attester=SlowAttester(pki), hook_getpass=False)
+    hello = {
+        "header": {"msg_type": "comm_open", "msg_id": "m1"},
+        "content": {
+            "comm_id": "c1",
+            "target_name": "ppml.attest/2",
+            "data": BrowserClient().hello(),
+        },
+    }
+    start = time.monotonic()
+    kernel.control_handlers["comm_open"](None, [], hello)
+    returned = time.monotonic() - start
+    assert returned < 5, f"the control handler waited {returned:.1f} s for the quote"
+    assert sent == []  # the evidence is still being made
+    release.set()
+    deadline = time.monotonic() + 20
+    while not sent:
+        assert time.monotonic() < deadline, "no evidence after the quote was released"
+        time.sleep(0.05)
+    assert sent[0]["type"] == "evidence"

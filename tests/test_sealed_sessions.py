@@ -369,3 +369,26 @@ def test_install_sealed_required_writes_it_into_the_kernelspec(tmp_path: Path) -
     spec = json.loads((tmp_path / "share/jupyter/kernels/ppml/kernel.json").read_text())
     assert spec["env"]["PPML_SEALED"] == "required"
     assert spec["metadata"]["ppml"]["sealed"] == "required"
+
+
+def test_after_a_restart_sealed_requests_need_a_new_verified_session(tmp_path: Path) -> None:
+    from kernel_client import execute
+
+    km, kc = start_kernel(tmp_path)
+    try:
+        owner_key = crypto.generate_owner_key()
+        owner = owner_session(kc, owner_key)
+        assert owner.execute("x = 1").status == "ok"
+        km.restart_kernel(now=True)
+        kc.wait_for_ready(timeout=120)
+        # The old session's keys died with the old process: its request is rejected.
+        stale = owner.seal("execute_request", owner.execute_content("print('stale')"))
+        reply = relay_reply(kc, stale)
+        assert reply["content"]["ename"] == "PPMLSealedFrameRejected"
+        assert "no verified owner session" in reply["content"]["evalue"]
+        # A new process has no owner: the same browser attests and claims it again.
+        again = owner_session(kc, owner_key)
+        assert again.ready["claimed"] is True
+        assert "NameError" in execute(again, "print(x)").text()  # a new process indeed
+    finally:
+        stop_kernel(km, kc)
