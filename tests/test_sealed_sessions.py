@@ -392,3 +392,18 @@ def test_after_a_restart_sealed_requests_need_a_new_verified_session(tmp_path: P
         assert "NameError" in execute(again, "print(x)").text()  # a new process indeed
     finally:
         stop_kernel(km, kc)
+
+
+def test_kernel_log_lines_never_become_notebook_output(tmp_path: Path) -> None:
+    """A claim, a refusal and a rejected frame are logged to the kernel process's own
+    stderr, not published on IOPub (where the relay would read them as output)."""
+    km, kc = start_kernel(tmp_path, env={"PPML_SEALED": "required"})
+    relay = relay_client(km)
+    try:
+        drain_iopub(relay, 0.3)
+        owner_session(kc, crypto.generate_owner_key())  # logs "kernel claimed by owner ..."
+        relay_reply(relay, relay.session.msg("execute_request", {"code": "1", "silent": False}))
+        streams = [m for m in drain_iopub(relay, 1.0) if m["msg_type"] == "stream"]
+        assert streams == []
+    finally:
+        stop_kernel(km, relay, kc)

@@ -12,6 +12,8 @@ needs them (an idle kernel starts no JVM).
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from typing import Any
 
@@ -30,6 +32,30 @@ def _collateral_for(quote: bytes) -> str:
     return CollateralClient().for_quote(quote).text
 
 
+def _log_to_process_stderr() -> None:
+    """ppml_kernel's log lines go to the kernel process's own stderr (the host's log).
+
+    Without a handler, Python's last-resort handler writes warnings to ``sys.stderr``,
+    which in a kernel is captured and published on IOPub as cell output: readable by
+    the relay and shown to the user as a red stream. Log lines carry no content, but
+    they are not notebook output either.
+    """
+    logger = logging.getLogger("ppml_kernel")
+    if not any(getattr(h, "_ppml_process_stderr", False) for h in logger.handlers):
+        # ipykernel also captures file descriptor 2; it keeps a copy of the original.
+        original = getattr(sys.stderr, "_original_stdstream_copy", None)
+        stream = (
+            os.fdopen(os.dup(original), "w", buffering=1)
+            if original is not None
+            else sys.__stderr__
+        )
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter("[ppml-kernel] %(levelname)s | %(message)s"))
+        handler._ppml_process_stderr = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.propagate = False
+
+
 class PPMLKernel(IPythonKernel):
     """An IPython kernel that knows which TEE it runs in and can prove it."""
 
@@ -38,6 +64,7 @@ class PPMLKernel(IPythonKernel):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        _log_to_process_stderr()
         self.tee_kind = requested_kind()
         self._attester: Attester | None = None
         from ppml_kernel.channel.jupyter import install as install_channel

@@ -320,7 +320,7 @@ class SealingGate:
             last = self._last
         if session is not None:
             return session if session.ready else False
-        if msg_type in _OUTPUT and self._on:
+        if msg_type in _OUTPUT and self.on:
             # Output without a sealed parent (a background thread) in a sealed kernel.
             return last if last is not None and last.ready else False
         return None
