@@ -397,13 +397,15 @@ def test_after_a_restart_sealed_requests_need_a_new_verified_session(tmp_path: P
 def test_kernel_log_lines_never_become_notebook_output(tmp_path: Path) -> None:
     """A claim, a refusal and a rejected frame are logged to the kernel process's own
     stderr, not published on IOPub (where the relay would read them as output)."""
-    km, kc = start_kernel(tmp_path, env={"PPML_SEALED": "required"})
+    km, kc = start_kernel(tmp_path)  # a teaching kernel: nothing would seal a stray line
     relay = relay_client(km)
     try:
         drain_iopub(relay, 0.3)
         owner_session(kc, crypto.generate_owner_key())  # logs "kernel claimed by owner ..."
-        relay_reply(relay, relay.session.msg("execute_request", {"code": "1", "silent": False}))
-        streams = [m for m in drain_iopub(relay, 1.0) if m["msg_type"] == "stream"]
+        kc.control_channel.send(  # logs "ignoring comm_open for 'x' on the control channel"
+            kc.session.msg("comm_open", {"comm_id": "x", "target_name": "x", "data": {}})
+        )
+        streams = [m for m in drain_iopub(relay, 1.5) if m["msg_type"] == "stream"]
         assert streams == []
     finally:
         stop_kernel(km, relay, kc)
