@@ -32,7 +32,7 @@ def is_expected(exc: BaseException) -> bool:
 
 
 def _tidy(text: str) -> str:
-    text = re.sub(r"\s*SQLSTATE: \w+\.?", "", text)
+    text = re.sub(r"\s*SQLSTATE: \w+;?", "", text)
     text = text.replace("`", "'")
     return text.strip().rstrip(";").strip()
 

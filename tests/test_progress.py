@@ -181,8 +181,8 @@ def test_cancel_button_stops_the_job_and_the_kernel_stays_usable(kernel, dataset
             {"ButtonModel": buttons, "IntProgressModel": bars}.get(model, []).append(
                 c["comm_id"])
         if (msg["msg_type"] == "comm_msg" and buttons and not clicked
-                and c["comm_id"] in bars and c["data"].get("state", {}).get("value", 0) > 0):
-            # a bar moved: the job is running; click Cancel as the browser would
+                and c["comm_id"] in bars and c["data"].get("state", {}).get("max", 1) > 1):
+            # the job's tasks are known: it is running; click Cancel as the browser would
             kernel.shell_channel.send(kernel.session.msg("comm_msg", {
                 "comm_id": buttons[0],
                 "data": {"method": "custom", "content": {"event": "click"}}}))
@@ -193,8 +193,10 @@ def test_cancel_button_stops_the_job_and_the_kernel_stays_usable(kernel, dataset
                "t.select(slow('amount').alias('a')).agg(F.sum('a')).collect()",
                during=click_when_running)
     assert buttons and clicked, text_of(msgs)
-    assert time.monotonic() - clicked[0] < 30, "cancel did not stop the job"
-    assert time.monotonic() - start < 90
+    stopped = time.monotonic()
+    print(f"job seen after {clicked[0] - start:.1f} s, stopped {stopped - clicked[0]:.1f} s "
+          "after the click")
+    assert stopped - clicked[0] < 20, "cancel did not stop the job"
     errors = [m for m in msgs if m["msg_type"] == "error"]
     assert errors and "cancel" in errors[0]["content"]["evalue"].lower()
     summary = [m for m in msgs if m["msg_type"] == "update_display_data"][-1]

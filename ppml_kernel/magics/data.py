@@ -258,8 +258,9 @@ def _run_sql(ctx: MagicContext, args: argparse.Namespace) -> object:
         bound = args.output
     table = ResultTable(df.columns, rows, capped, args.limit, bound)
     if args.chart:
+        image = chart(df.columns, rows, args.chart)  # may refuse: then only the error shows
         ctx.display(table)
-        return chart(df.columns, rows, args.chart)
+        return image
     return table
 
 

@@ -169,11 +169,12 @@ def show(obj: object) -> None:
         from ppml_kernel.magics.secret import Note
 
         obj = Note(obj)
-    html = getattr(obj, "_repr_html_", None)
-    if not callable(html):
+    html_of = getattr(obj, "_repr_html_", None)
+    html = html_of() if callable(html_of) else None
+    if not html:  # images, plain values: IPython's own formatters
         display(obj)
         return
-    display({"text/html": left_align(html() or ""), "text/plain": repr(obj)}, raw=True)
+    display({"text/html": left_align(html), "text/plain": repr(obj)}, raw=True)
 
 
 def _show_error(message: str, hint: bool = False) -> None:
@@ -204,7 +205,7 @@ class HelpTable:
     def _repr_html_(self) -> str:
         rows = "".join(
             f"<tr><td><code>{escape(cmd)}</code></td><td>{escape(summary)}</td>"
-            f"<td><code>{escape(usage)}</code></td></tr>"
+            f"<td><code>{escape(_unbreakable_options(usage))}</code></td></tr>"
             for cmd, summary, usage in self.rows
         )
         return (
@@ -215,7 +216,20 @@ class HelpTable:
 
 
 def _usage(sub: Subcommand) -> str:
-    return build_parser(sub).format_usage().strip().removeprefix("usage: ")
+    """The usage on one line (argparse wraps at 80 columns, mid-table)."""
+    parser = build_parser(sub)
+    parser.formatter_class = lambda prog: argparse.HelpFormatter(prog, width=10_000)
+    return parser.format_usage().strip().removeprefix("usage: ")
+
+
+def _unbreakable_options(usage: str) -> str:
+    """Non-breaking spaces inside each ``[...]`` group, so a browser wraps between options."""
+    out, depth = [], 0
+    for ch in usage:
+        depth += ch == "["
+        depth -= ch == "]"
+        out.append("\u00a0" if ch == " " and depth > 0 else ch)
+    return "".join(out)
 
 
 def _help(ctx: MagicContext, args: argparse.Namespace) -> HelpTable:
