@@ -206,6 +206,13 @@ def test_lab_starts_jupyterlab_with_ppml_kernel_and_notebooks(tmp_path):
         )
         names = [item["name"] for item in get("contents")["content"]]
         assert "01-attestation.ipynb" in names
+        # JupyterLab's "get notified about official Jupyter news?" pop-up is off
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/lab/api/settings/@jupyterlab/apputils-extension:"
+            f"notification?token={token}", timeout=10) as r:
+            defaults = json.loads(r.read())["schema"]["properties"]  # overrides set defaults
+        assert defaults["fetchNews"]["default"] == "false"
+        assert defaults["checkForUpdates"]["default"] is False
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
