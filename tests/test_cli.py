@@ -129,6 +129,10 @@ def test_sim_init_show_reset(tmp_path):
         assert stat.S_IMODE(key.stat().st_mode) == 0o600
     shown = json.loads(cli("sim", "show", "--dir", str(d), "--json").stdout)
     assert shown == first
+    text = cli("sim", "show", "--dir", str(d)).stdout  # for people: no Python reprs
+    assert "NOT confidential" in text and "Certificates" in text
+    assert "{'" not in text and "['" not in text and "True" not in text
+    assert first["root_fingerprint"][:16] in text
     refused = cli("sim", "reset", "--dir", str(d), input="n\n")
     assert refused.returncode == 1
     assert json.loads(cli("sim", "show", "--dir", str(d), "--json").stdout) == first

@@ -143,6 +143,19 @@ def test_inspect_shows_header_fields_but_no_key_material(tmp_path, key):
     assert json.loads(out)[0]["key_id"] == "sales"
 
 
+def test_inspect_accepts_a_directory_like_encrypt(tmp_path, key):
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.csv").write_text("x\n1\n")
+    (src / "sub" / "b.csv").write_text("x\n2\n")
+    run("encrypt", str(src), "-o", str(tmp_path / "enc"), "--key-file", str(key))
+    code, out, err = run("inspect", str(tmp_path / "enc"))
+    assert code == 0, err
+    assert "a.csv.ppml" in out and "b.csv.ppml" in out and out.count("sales") == 2
+    code, out, _ = run("inspect", "--json", str(tmp_path / "enc"))
+    assert sorted(Path(i["file"]).name for i in json.loads(out)) == ["a.csv.ppml", "b.csv.ppml"]
+
+
 def test_inspect_says_what_a_foreign_file_looks_like(tmp_path):
     (tmp_path / "plain.csv").write_text("id,name\n1,a\n")
     (tmp_path / "data.gz").write_bytes(b"\x1f\x8b\x08\x00rest")
