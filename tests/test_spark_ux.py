@@ -194,3 +194,25 @@ def test_tables_are_left_aligned():
 
     out = left_align("<table><tr><th>a</th><td style='color:red'>1</td></tr></table>")
     assert out.count("text-align:left") == 2
+
+
+def test_glyphs_render_with_debian_chromiums_fonts():
+    """No emoji or symbols outside DejaVu (all a stock Debian Chromium has) in the UI."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent
+    allowed = set("…·⚠✔✖✓✗●—–’“”→×") | {"\u00a0"}
+    sources = [*root.joinpath("extensions/jupyterlab-ppml/src").glob("*.ts"),
+               *root.joinpath("extensions/jupyterlab-ppml/style").glob("*.css"),
+               *root.joinpath("ppml_kernel").rglob("*.py")]
+    found = {}
+    for path in sources:
+        for line in path.read_text().splitlines():
+            code = line.split("//")[0] if path.suffix == ".ts" else line.split("#")[0]
+            if path.suffix == ".ts" and code.strip().startswith("*"):
+                continue
+            for ch in re.findall(r"[^\x00-\x7f]", code):
+                if ch not in allowed and ord(ch) > 0xFF and not ch.isalpha():
+                    found.setdefault(ch, path.name)
+    assert not found, found
