@@ -227,3 +227,24 @@ def test_no_option_takes_a_key_on_the_command_line():
         ]
     )
     assert '"--key"' not in text and "--secret" not in text and "--password" not in text
+
+
+def test_readme_data_owner_commands_run_as_typed(tmp_path):
+    """The README's data-owner block, line by line, in a directory with a `.venv/bin`."""
+    import re
+    import subprocess
+    import sys
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = re.search(r"```bash\n(mkdir -p data.*?)```", readme, re.S)
+    assert block, "the README's data-owner example moved"
+    bin_dir = tmp_path / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    wrapper = bin_dir / "ppml-kernel"  # stands for the console script pip installs
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m ppml_kernel.cli "$@"\n')
+    wrapper.chmod(0o755)
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", block.group(1)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "enc" / "part-0.csv.ppml").is_file()
+    assert "sales-2024" in done.stdout  # inspect enc/ names the key id
