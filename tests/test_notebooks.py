@@ -56,5 +56,12 @@ def test_notebook_runs_top_to_bottom(path, ppml_kernelspec, monkeypatch):
             texts.append(str(out.get("text", "")) + str(out.get("data", {})))
     joined = "\n".join(texts)
     assert "ppml:" not in joined, "a %ppml magic reported an error"
+    # no warnings or logs in cells: the JVM's start-up notes, log4j, Spark's task failures
+    # and Python worker tracebacks go to the kernel's Spark log file (%ppml spark logs)
+    stderr = [f"cell {i}: {out.get('text', '')[:300]}" for i, cell in enumerate(nb.cells)
+              for out in cell.get("outputs", [])
+              if out.output_type == "stream" and out.get("name") == "stderr"]
+    assert not stderr, f"{path.name}: stderr in cell output:\n" + "\n".join(stderr)
+    assert "Traceback" not in joined
     if path.name.startswith("01-"):
         assert "SIMULATED" in joined and "PASSED" in joined and "FAILED" in joined
