@@ -198,7 +198,7 @@ class HelpTable:
 
     def __repr__(self) -> str:
         width = max(len(r[0]) for r in self.rows)
-        lines = ["%ppml subcommands (add -h to any for details):"]
+        lines = ["%ppml subcommands (add -h to any for details, --verbose for a full trace):"]
         lines += [f"  {cmd:<{width}}  {summary}" for cmd, summary, _ in self.rows]
         return "\n".join(lines)
 
@@ -211,7 +211,8 @@ class HelpTable:
         return (
             '<table class="ppml-help"><thead><tr><th>command</th><th>what it does</th>'
             f"<th>usage</th></tr></thead><tbody>{rows}</tbody></table>"
-            "<p>Add <code>-h</code> to any subcommand for its options.</p>"
+            "<p>Add <code>-h</code> to any subcommand for its options, <code>--verbose</code> "
+            "for the full traceback of an error.</p>"
         )
 
 

@@ -127,6 +127,12 @@ class CellMonitor:
         self._panel: _Panel | None = None
         self._last_text = 0.0
         self._reasons_seen: dict[int, int] = {}
+        # Jobs of this cell: its job group's, and any job that starts while it runs (code
+        # that sets its own group, like the attestation sweep, replaces the cell's).
+        try:
+            self.baseline = max(sc.statusTracker().getActiveJobsIds(), default=-1)
+        except Exception:
+            self.baseline = -1
         ctx = contextvars.copy_context()  # the cell's parent header: output goes under it
         self._thread = threading.Thread(target=ctx.run, args=(self._loop,),
                                         name="ppml-spark-progress", daemon=True)
@@ -149,11 +155,16 @@ class CellMonitor:
             self.cancel_requested.set()
 
     def poll(self) -> None:
+        tracker = self.sc.statusTracker()
         if self.cancel_requested.is_set() and not self.cancelled:
             self.cancelled = True
             self.sc.cancelJobGroup(self.group)
-        tracker = self.sc.statusTracker()
-        for job_id in sorted(tracker.getJobIdsForGroup(self.group)):
+            for job_id in tracker.getActiveJobsIds():
+                if job_id > self.baseline:
+                    self.sc._jsc.sc().cancelJob(job_id)
+        ids = set(tracker.getJobIdsForGroup(self.group)) | set(self.jobs)
+        ids.update(j for j in tracker.getActiveJobsIds() if j > self.baseline)
+        for job_id in sorted(ids):
             info = tracker.getJobInfo(job_id)
             if info is None:
                 continue
@@ -399,8 +410,14 @@ class ProgressHook:
 
     def session_started(self, spark: Any) -> None:
         """A session was created during a cell: watch it from now on."""
-        if self.running and self.monitor is None:
-            self._watch(spark.sparkContext)
+        if not self.running:
+            return
+        sc = spark.sparkContext
+        if self.monitor is not None:
+            if self.monitor.sc is sc:
+                return
+            self.monitor.finish()  # its context was stopped (spark connect replaces it)
+        self._watch(sc)
 
     def _watch(self, sc: Any) -> None:
         group = f"{GROUP_PREFIX}{uuid.uuid4().hex[:12]}"
