@@ -7,4 +7,4 @@ Layers, each knowing only the ones below it:
 
 __version__ = "0.1.0"
 
-PROTOCOL_VERSION = "ppml-attest/1"
+PROTOCOL_VERSION = "ppml-attest/2"

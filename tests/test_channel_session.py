@@ -1,4 +1,4 @@
-"""The kernel side of ppml-attest/1 end to end, with the Python reference browser client.
+"""The kernel side of ppml-attest/2 end to end, with the Python reference browser client.
 
 Real parts: a real DCAP v3 quote from the test PKI for every handshake, verified by
 dcap-qvl with that PKI's root; real threads for the blocking secret request.
@@ -14,7 +14,7 @@ from typing import Any
 import dcap_synth
 import pytest
 
-from ppml_kernel.channel import protocol
+from ppml_kernel.channel import crypto, protocol
 from ppml_kernel.channel.client import BrowserClient, verifier_for_root
 from ppml_kernel.channel.manager import (
     ChannelManager,
@@ -25,6 +25,7 @@ from ppml_kernel.channel.manager import (
 from ppml_kernel.channel.protocol import ProtocolError
 
 NOW = 1767225600
+OWNER = crypto.generate_owner_key()  # the user's browser's long-term key
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +53,13 @@ class Wire:
 
 
 def connect(
-    manager: ChannelManager, pki: dcap_synth.Pki, ref: str = "comm-1", wire: Wire | None = None
+    manager: ChannelManager,
+    pki: dcap_synth.Pki,
+    ref: str = "comm-1",
+    wire: Wire | None = None,
+    owner_key: Any = OWNER,
 ) -> tuple[BrowserClient, Wire]:
-    client = BrowserClient()
+    client = BrowserClient(owner_key=owner_key)
     wire = wire or Wire()
     manager.on_open(ref, client.hello(), wire)
     evidence = wire.wait_for(1)
@@ -359,3 +364,200 @@ def test_packaged_intel_root_is_the_pinned_one() -> None:
         hashlib.sha256(intel_root_der()).hexdigest()
         == "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3"
     )
+
+
+# ------------------------------------------------------------------ ownership (ppml-attest/2)
+def _evidence_for(manager: ChannelManager, client: BrowserClient, ref: str) -> dict[str, Any]:
+    wire = Wire()
+    manager.on_open(ref, client.hello(), wire)
+    return wire.wait_for(1), wire
+
+
+def test_the_first_verified_owner_claims_and_strangers_are_refused(pki: dcap_synth.Pki) -> None:
+    """A relay with a valid handshake and an owner key of its own, on a kernel that the
+    user owns, never gets a ready session: it cannot send secrets or answer prompts."""
+    stored: dict[str, str] = {}
+    manager = ChannelManager(
+        dcap_synth.SynthAttester(pki), secret_sink=lambda n, v, s: stored.__setitem__(n, v)
+    )
+    user, _ = connect(manager, pki)
+    assert manager.owners().keys() == [user.owner_pub]
+    relay = BrowserClient()  # its own owner key
+    evidence, wire = _evidence_for(manager, relay, "relay")
+    # The evidence shows the relay who owns the kernel: the relay's client itself refuses.
+    with pytest.raises(ProtocolError) as own_check:
+        relay.accept(evidence, verifier_for_root(pki.root_der), at=NOW)
+    assert own_check.value.code == "not_owner"
+    # A relay that skips that check and sends a finished anyway is refused by the kernel.
+    enclave_pub = protocol.b64decode(evidence["enclave_pub"], "enclave_pub")
+    quote = protocol.b64decode(evidence["quote"], "quote")
+    digest = crypto.owners_digest(manager.owners().keys())
+    th = crypto.transcript_hash(
+        relay.nonce, relay.browser_pub, enclave_pub, relay.owner_pub, digest, quote
+    )
+    relay.keys = crypto.derive_session_keys(crypto.ecdh(relay._key, enclave_pub), th)
+    sig = crypto.sign_owner_proof(relay._owner_key, th)
+    manager.on_message(
+        "relay",
+        relay.seal(
+            {
+                "type": "finished",
+                "verdict": {"status": "UpToDate", "simulated": False},
+                "owner_sig": protocol.b64encode(sig),
+            }
+        ),
+    )
+    assert wire.wait_for(2)["code"] == "not_owner"
+    assert not manager.has_session("relay")
+    assert [s.ref for s in manager.ready_sessions()] == ["comm-1"]
+    assert manager.owners().keys() == [user.owner_pub]
+    # Its unsolicited secret goes nowhere.
+    manager.on_message(
+        "relay",
+        relay.seal({"type": "secret", "request_id": None, "name": "db_key", "value": "relay's"}),
+    )
+    assert stored == {}
+
+
+def test_a_relay_that_claims_a_fresh_kernel_first_makes_the_user_refuse(
+    pki: dcap_synth.Pki,
+) -> None:
+    manager = ChannelManager(dcap_synth.SynthAttester(pki))
+    relay, _ = connect(manager, pki, ref="relay", owner_key=crypto.generate_owner_key())
+    user = BrowserClient(owner_key=OWNER)
+    evidence, wire = _evidence_for(manager, user, "user")
+    with pytest.raises(ProtocolError, match="another party controls this kernel"):
+        user.accept(evidence, verifier_for_root(pki.root_der), at=NOW)
+    assert user.keys is None and len(wire.sent) == 1  # the user sent nothing sealed
+    assert manager.owners().keys() == [relay.owner_pub]
+
+
+def test_two_claims_racing_on_a_fresh_kernel_only_one_wins(pki: dcap_synth.Pki) -> None:
+    """Both saw an unowned kernel in their evidence; the second finished is refused."""
+    manager = ChannelManager(dcap_synth.SynthAttester(pki))
+    a, b = BrowserClient(owner_key=OWNER), BrowserClient()
+    ev_a, wire_a = _evidence_for(manager, a, "a")
+    ev_b, wire_b = _evidence_for(manager, b, "b")
+    assert ev_a["owners"] == ev_b["owners"] == []
+    fin_a = a.accept(ev_a, verifier_for_root(pki.root_der), at=NOW)
+    fin_b = b.accept(ev_b, verifier_for_root(pki.root_der), at=NOW)
+    manager.on_message("b", fin_b)
+    assert b.open(wire_b.wait_for(2))["claimed"] is True
+    manager.on_message("a", fin_a)
+    assert wire_a.wait_for(2)["code"] == "not_owner"
+    assert manager.owners().keys() == [b.owner_pub]
+
+
+def test_a_forged_owner_signature_is_refused(pki: dcap_synth.Pki) -> None:
+    manager = ChannelManager(dcap_synth.SynthAttester(pki))
+    client = BrowserClient(owner_key=OWNER)
+    evidence, wire = _evidence_for(manager, client, "c")
+    finished = client.accept(evidence, verifier_for_root(pki.root_der), at=NOW)
+    # Re-seal the same finished with a signature by another key, same sequence number.
+    client._send_seq[crypto.DIR_B2K] = 0
+    bad_sig = crypto.sign_owner_proof(crypto.generate_owner_key(), client.keys.transcript_hash)
+    forged = client.seal(
+        {"type": "finished", "verdict": {}, "owner_sig": protocol.b64encode(bad_sig)}
+    )
+    manager.on_message("c", forged)
+    assert wire.wait_for(2)["code"] == "not_owner"
+    assert len(manager.owners()) == 0 and not manager.ready_sessions()
+    assert finished["seq"] == 0
+
+
+def test_owners_grant_access_with_a_signed_grant(pki: dcap_synth.Pki) -> None:
+    manager = ChannelManager(dcap_synth.SynthAttester(pki))
+    owner, wire = connect(manager, pki)
+    colleague_key = crypto.generate_owner_key()
+    colleague_pub = crypto.public_bytes(colleague_key)
+    manager.on_message("comm-1", owner.grant(colleague_pub, "colleague laptop"))
+    result = owner.open(wire.wait_for(3))
+    assert result["type"] == "owner_result" and result["ok"] is True
+    assert [o["label"] for o in result["owners"]] == ["owner", "colleague laptop"]
+    # The colleague now connects; the quote binds both owners.
+    colleague, cwire = connect(manager, pki, ref="colleague", owner_key=colleague_key)
+    assert colleague.owners == [owner.owner_pub, colleague_pub]
+    # A grant whose signature is not the session owner's is refused, nothing added.
+    stranger = crypto.public_bytes(crypto.generate_owner_key())
+    bad = colleague.seal(
+        {
+            "type": "owner_grant",
+            "owner_pub": protocol.b64encode(stranger),
+            "label": "x",
+            "sig": protocol.b64encode(
+                crypto.sign_grant(crypto.generate_owner_key(), colleague.keys.session_id, stranger)
+            ),
+        }
+    )
+    manager.on_message("colleague", bad)
+    refused = colleague.open(cwire.wait_for(3))
+    assert refused["ok"] is False and "does not verify" in refused["message"]
+    assert len(manager.owners()) == 2
+
+
+def test_a_second_value_for_a_secret_is_refused_unless_replace(pki: dcap_synth.Pki) -> None:
+    from ppml_kernel.secrets import SecretStore
+
+    store = SecretStore()
+    manager = ChannelManager(
+        dcap_synth.SynthAttester(pki),
+        secret_sink=lambda n, v, s: store.put(n, v, s),
+        secret_exists=store.__contains__,
+    )
+    client, wire = connect(manager, pki)
+
+    def send(value: str, **extra: Any) -> dict[str, Any]:
+        n = len(wire.sent) + 1
+        manager.on_message(
+            "comm-1",
+            client.seal(
+                {"type": "secret", "request_id": None, "name": "k", "value": value, **extra}
+            ),
+        )
+        return client.open(wire.wait_for(n))
+
+    assert send("first")["ok"] is True
+    second = send("second")
+    assert second["ok"] is False and "already holds" in second["message"]
+    assert store.get("k") == "first"
+    assert send("third", replace=True)["ok"] is True and store.get("k") == "third"
+
+
+def test_failed_handshakes_close_their_comm_and_floods_are_bounded(pki: dcap_synth.Pki) -> None:
+    """Issue 11 item 16: a failed hello and an evicted session release their comm."""
+    manager = ChannelManager(dcap_synth.SynthAttester(pki), max_sessions=3)
+    closed: list[str] = []
+    for i in range(20):
+        manager.on_open(f"bad{i}", {"type": "hello"}, Wire(), lambda i=i: closed.append(f"bad{i}"))
+    assert closed == [f"bad{i}" for i in range(20)]
+    for i in range(6):
+        client = BrowserClient()
+        manager.on_open(f"ok{i}", client.hello(), Wire(), lambda i=i: closed.append(f"ok{i}"))
+    assert closed[20:] == ["ok0", "ok1", "ok2"]  # evicted ones, oldest first
+    assert len(manager.status()["sessions"]) == 3
+
+
+def test_too_many_concurrent_handshakes_are_told_busy(pki: dcap_synth.Pki) -> None:
+    gate = threading.Event()
+
+    class SlowAttester(dcap_synth.SynthAttester):
+        def quote(self, report_data: bytes) -> bytes:
+            gate.wait(10)
+            return super().quote(report_data)
+
+    manager = ChannelManager(SlowAttester(pki))
+    wires = [Wire() for _ in range(6)]
+    threads = [
+        threading.Thread(target=manager.on_open, args=(f"c{i}", BrowserClient().hello(), w))
+        for i, w in enumerate(wires)
+    ]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 5
+    while sum(bool(w.sent) for w in wires) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    gate.set()
+    for t in threads:
+        t.join(10)
+    codes = [w.sent[0].get("code", w.sent[0]["type"]) for w in wires]
+    assert codes.count("busy") == 2 and codes.count("evidence") == 4

@@ -1,4 +1,4 @@
-"""Browser <-> enclave channel, protocol ``ppml-attest/1`` (see docs/protocol.md).
+"""Browser <-> enclave channel, protocol ``ppml-attest/2`` (see docs/protocol.md).
 
 ``crypto`` (binding, key schedule, sealed frames), ``protocol`` (message schemas),
 ``session`` (kernel side of one session), ``manager`` (all sessions of a kernel and

@@ -1,11 +1,13 @@
-"""The browser side of ``ppml-attest/1`` in Python.
+"""The browser side of ``ppml-attest/2`` in Python.
 
-The reference implementation the TypeScript extension is checked against, and a client
-for headless tools and tests. It verifies the quote with the attestation layer's
-:class:`~ppml_kernel.attestation.Verifier` (dcap-qvl plus a :class:`Policy`: the one
-verification path of this package), checks that REPORT_DATA binds this handshake,
-derives the keys and speaks sealed frames. The order is the extension's: signature
-chain, then binding, then policy.
+The reference implementation the TypeScript extension is checked against, and the
+core of the sealed headless client (``channel.sealed_client``). It verifies the quote
+with the attestation layer's :class:`~ppml_kernel.attestation.Verifier` (dcap-qvl plus
+a :class:`Policy`: the one verification path of this package), checks that REPORT_DATA
+binds this handshake, checks whose owner keys the kernel accepted, derives the keys,
+proves its owner key and speaks sealed frames: attestation frames, and sealed notebook
+messages on the shell and stdin streams. The order is the extension's: signature
+chain, then binding, then owners, then policy.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any
 
-from ppml_kernel.channel import crypto, frames, protocol
+from ppml_kernel.channel import crypto, envelope, frames, protocol
 from ppml_kernel.channel.protocol import ProtocolError
 
 if TYPE_CHECKING:
@@ -56,31 +58,69 @@ def browser_verdict(result: VerificationResult) -> dict[str, Any]:
     }
 
 
-def _evidence_fields(evidence: object) -> tuple[bytes, bytes, str | None]:
-    """(enclave_pub, quote, collateral) of an ``evidence`` message, validated."""
+def simulated_root(collateral: str) -> bytes | None:
+    """The self-signed certificate ending the collateral's TCB Info chain (a root candidate).
+
+    Only ever trusted after the user allowed simulation, as the extension does.
+    """
+    import json
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    try:
+        chain = json.loads(collateral)["tcb_info_issuer_chain"]
+        certs = x509.load_pem_x509_certificates(chain.encode())
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    last = certs[-1] if certs else None
+    if last is None or last.subject != last.issuer:
+        return None
+    return last.public_bytes(Encoding.DER)
+
+
+def _evidence_fields(evidence: object) -> tuple[bytes, list[bytes], bytes, str | None]:
+    """(enclave_pub, owners, quote, collateral) of an ``evidence`` message, validated."""
     protocol.require_type(evidence, protocol.EVIDENCE)
     assert isinstance(evidence, dict)
     enclave_pub = protocol.b64decode(
         evidence.get("enclave_pub"), "enclave_pub", crypto.PUBLIC_KEY_SIZE
     )
+    owners_field = evidence.get("owners")
+    if not isinstance(owners_field, list) or len(owners_field) > protocol.MAX_OWNERS:
+        raise ProtocolError("malformed", "field 'owners' must be a list of owner keys")
+    owners = [protocol.b64decode(o, "owners", crypto.PUBLIC_KEY_SIZE) for o in owners_field]
     quote = protocol.b64decode(evidence.get("quote"), "quote")
     collateral = evidence.get("collateral")
-    return enclave_pub, quote, collateral if isinstance(collateral, str) else None
+    return enclave_pub, owners, quote, collateral if isinstance(collateral, str) else None
 
 
 class BrowserClient:
-    """One client session: ``hello()`` -> ``accept(evidence, verifier)`` -> sealed frames."""
+    """One client session: ``hello()`` -> ``accept(evidence, verifier)`` -> sealed frames.
 
-    def __init__(self, private_key: Any = None, nonce: bytes | None = None) -> None:
+    ``owner_key`` is the long-term ECDSA key that proves who controls the kernel (a
+    browser keeps its own in IndexedDB; headless tools make one per run or load one).
+    """
+
+    def __init__(
+        self, private_key: Any = None, nonce: bytes | None = None, owner_key: Any = None
+    ) -> None:
         self._key = private_key if private_key is not None else crypto.generate_key()
+        self._owner_key = owner_key if owner_key is not None else crypto.generate_owner_key()
         self.nonce = nonce if nonce is not None else os.urandom(crypto.NONCE_SIZE)
         self.browser_pub = crypto.public_bytes(self._key)
+        self.owner_pub = crypto.public_bytes(self._owner_key)
         self.keys: crypto.SessionKeys | None = None
         self.verdict: dict[str, Any] = {}
         self.result: VerificationResult | None = None
-        self._send_seq = 0
-        self._recv_seq = 0
+        self.owners: list[bytes] = []
+        self._send_seq: dict[int, int] = {}
+        self._recv_seq: dict[int, int] = {}
         self._lock = threading.Lock()
+
+    @property
+    def session_id(self) -> str:
+        return self.keys.session_id.hex() if self.keys else ""
 
     def hello(self) -> dict[str, Any]:
         return {
@@ -88,6 +128,7 @@ class BrowserClient:
             "protocol": crypto.PROTOCOL,
             "nonce": protocol.b64encode(self.nonce),
             "browser_pub": protocol.b64encode(self.browser_pub),
+            "owner_pub": protocol.b64encode(self.owner_pub),
         }
 
     def accept(
@@ -97,9 +138,10 @@ class BrowserClient:
 
         Raises :class:`ProtocolError`: ``collateral`` (none sent), ``verify`` (the quote
         does not verify against a trusted root), ``binding`` (REPORT_DATA is not this
-        handshake's) or ``policy`` (verified, but the policy rejects it).
+        handshake's), ``not_owner`` (another party controls the kernel) or ``policy``
+        (verified, but the policy rejects it).
         """
-        enclave_pub, quote, collateral = _evidence_fields(evidence)
+        enclave_pub, owners, quote, collateral = _evidence_fields(evidence)
         if collateral is None:
             raise ProtocolError("collateral", "the kernel sent no collateral")
         result = verifier.verify(quote, collateral, at=at)
@@ -107,46 +149,136 @@ class BrowserClient:
         if result.quote is None or result.stage not in _VERIFIED_STAGES:
             raise ProtocolError("verify", result.reason)
         report_data = bytes.fromhex(result.quote.report_data)
-        self._check_binding(enclave_pub, report_data)
+        self._check_binding(enclave_pub, owners, report_data)
         if not result.passed:
             raise ProtocolError("policy", result.reason)
         return self.bind(evidence, report_data, browser_verdict(result))
 
-    def bind(
-        self, evidence: object, report_data: bytes, verdict: dict[str, Any]
-    ) -> dict[str, Any]:
-        """Finish a handshake whose quote was verified: check the binding, derive keys.
+    def bind(self, evidence: object, report_data: bytes, verdict: dict[str, Any]) -> dict[str, Any]:
+        """Finish a handshake whose quote was verified: check binding and owners, derive keys.
 
         ``report_data`` is the verified quote's REPORT_DATA; ``verdict`` goes to the
         kernel in the sealed ``finished`` (tools that pin test vectors call this directly).
         """
-        enclave_pub, quote, _ = _evidence_fields(evidence)
-        self._check_binding(enclave_pub, report_data)
-        th = crypto.transcript_hash(self.nonce, self.browser_pub, enclave_pub, quote)
-        self.keys = crypto.derive_session_keys(crypto.ecdh(self._key, enclave_pub), th)
-        self.verdict = dict(verdict)
-        return self.seal({"type": protocol.FINISHED, "verdict": self.verdict})
-
-    def _check_binding(self, enclave_pub: bytes, report_data: bytes) -> None:
-        if report_data != crypto.report_data(self.nonce, self.browser_pub, enclave_pub):
+        enclave_pub, owners, quote, _ = _evidence_fields(evidence)
+        self._check_binding(enclave_pub, owners, report_data)
+        if owners and self.owner_pub not in owners:
             raise ProtocolError(
-                "binding", "the quote's REPORT_DATA does not bind this handshake (replayed quote?)"
+                "not_owner",
+                "another party controls this kernel (its verified owner list does not "
+                "include this client's owner key); nothing was sent",
+            )
+        digest = crypto.owners_digest(owners)
+        th = crypto.transcript_hash(
+            self.nonce, self.browser_pub, enclave_pub, self.owner_pub, digest, quote
+        )
+        self.keys = crypto.derive_session_keys(crypto.ecdh(self._key, enclave_pub), th)
+        self.owners = owners
+        self.verdict = dict(verdict)
+        sig = crypto.sign_owner_proof(self._owner_key, th)
+        return self.seal(
+            {
+                "type": protocol.FINISHED,
+                "verdict": self.verdict,
+                "owner_sig": protocol.b64encode(sig),
+            }
+        )
+
+    def _check_binding(self, enclave_pub: bytes, owners: list[bytes], report_data: bytes) -> None:
+        expected = crypto.report_data(
+            self.nonce,
+            self.browser_pub,
+            enclave_pub,
+            self.owner_pub,
+            crypto.owners_digest(owners),
+        )
+        if report_data != expected:
+            raise ProtocolError(
+                "binding",
+                "the quote's REPORT_DATA does not bind this handshake and owner list "
+                "(replayed quote, or a changed owner list?)",
             )
 
+    def grant(self, new_owner_pub: bytes, label: str) -> dict[str, Any]:
+        """A sealed ``owner_grant`` adding ``new_owner_pub`` (signed by this owner key)."""
+        assert self.keys is not None, "handshake not done"
+        sig = crypto.sign_grant(self._owner_key, self.keys.session_id, new_owner_pub)
+        return self.seal(
+            {
+                "type": protocol.OWNER_GRANT,
+                "owner_pub": protocol.b64encode(new_owner_pub),
+                "label": label,
+                "sig": protocol.b64encode(sig),
+            }
+        )
+
+    # ---------------------------------------------------------- attestation frames
     def seal(self, inner: dict[str, Any]) -> dict[str, Any]:
         assert self.keys is not None, "handshake not done"
         with self._lock:
-            msg = frames.seal_frame(self.keys, crypto.DIR_B2K, self._send_seq, inner)
-            self._send_seq += 1
+            seq = self._send_seq.get(crypto.DIR_B2K, 0)
+            msg = frames.seal_frame(self.keys, crypto.DIR_B2K, seq, inner)
+            self._send_seq[crypto.DIR_B2K] = seq + 1
         return msg
 
     def open(self, msg: object) -> dict[str, Any]:
         assert self.keys is not None, "handshake not done"
         seq, ct = protocol.parse_sealed(msg)
         with self._lock:
-            if seq != self._recv_seq:
-                code = "replay" if seq < self._recv_seq else "reorder"
-                raise ProtocolError(code, f"frame {seq} (expected {self._recv_seq})")
+            self._expect(crypto.DIR_K2B, seq)
             plaintext = frames.open_frame(self.keys, crypto.DIR_K2B, seq, ct)
-            self._recv_seq += 1
-        return protocol.decode_inner(plaintext, protocol.K2B_INNER)
+            inner = protocol.decode_inner(plaintext, protocol.K2B_INNER)
+            self._recv_seq[crypto.DIR_K2B] = seq + 1
+        return inner
+
+    def _expect(self, stream: int, seq: int) -> None:
+        expected = self._recv_seq.get(stream, 0)
+        if seq != expected:
+            code = "replay" if seq < expected else "reorder"
+            raise ProtocolError(code, f"frame {seq} (expected {expected})")
+
+    # ---------------------------------------------------------- notebook messages
+    def seal_message(self, msg: dict[str, Any], channel: str = "shell") -> dict[str, Any]:
+        """Seal a Jupyter request (a ``Session.msg`` dict) in place and return it."""
+        assert self.keys is not None, "handshake not done"
+        stream = envelope.browser_stream(channel)
+        body = envelope.Body(
+            msg.get("content") or {},
+            msg.get("metadata") or {},
+            [bytes(b) for b in msg.get("buffers") or []],
+        )
+        plaintext = envelope.pack(envelope.request_ids(msg["header"]), body)
+        with self._lock:
+            seq = self._send_seq.get(stream, 0)
+            ct = crypto.seal(
+                self.keys.streams[stream], self.keys.session_id, stream, seq, plaintext
+            )
+            self._send_seq[stream] = seq + 1
+        msg["content"] = envelope.envelope_content(self.session_id, seq)
+        msg["metadata"] = {}
+        msg["buffers"] = [ct]
+        return msg
+
+    def is_mine(self, msg: dict[str, Any]) -> bool:
+        """Whether ``msg`` is sealed to this session (others' sealed messages are ignored)."""
+        env = envelope.envelope_of(msg.get("content"))
+        return env is not None and env.sid == self.session_id
+
+    def open_message(self, msg: dict[str, Any], channel: str) -> dict[str, Any]:
+        """Open a sealed kernel message in place (strict order per stream) and return it."""
+        assert self.keys is not None, "handshake not done"
+        env = envelope.envelope_of(msg.get("content"))
+        if env is None or env.sid != self.session_id:
+            raise ProtocolError("state", "not a message sealed to this session")
+        stream = envelope.kernel_stream(channel)
+        buffers = msg.get("buffers") or []
+        if len(buffers) != 1:
+            raise ProtocolError("malformed", "a sealed message carries exactly one buffer")
+        expect = envelope.reply_ids(msg["header"], msg.get("parent_header") or {})
+        with self._lock:
+            self._expect(stream, env.seq)
+            plaintext = frames.open_raw(self.keys, stream, env.seq, bytes(buffers[0]))
+            body = envelope.unpack(plaintext, expect)
+            self._recv_seq[stream] = env.seq + 1
+        msg["content"], msg["metadata"], msg["buffers"] = body.content, body.metadata, body.buffers
+        return msg

@@ -1,9 +1,9 @@
-"""The cryptography of ``ppml-attest/1``: binding, key schedule and sealed frames.
+"""The cryptography of ``ppml-attest/2``: binding, owner proofs, key schedule, sealed frames.
 
 Everything here is a pure function of its inputs so that the browser (TypeScript on
 WebCrypto) and the kernel compute byte-identical values; ``tests/data/channel-vectors.json``
-pins them. The primitives come from ``cryptography``: P-256 ECDH, SHA-256/512,
-HKDF-SHA-256 and AES-256-GCM. Nothing is hand-rolled except the byte layouts, which
+pins them. The primitives come from ``cryptography``: P-256 ECDH and ECDSA,
+SHA-256/512, HKDF-SHA-256 and AES-256-GCM. Nothing is hand-rolled except the byte layouts, which
 are written down in ``docs/protocol.md``.
 """
 
@@ -13,9 +13,13 @@ import hashlib
 import struct
 from dataclasses import dataclass, field
 
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -29,16 +33,35 @@ IV_SIZE = 12
 TAG_SIZE = 16
 MAX_SEQ = 2**32 - 1  # far beyond any notebook session; a session past it must be re-attested
 
-LABEL_REPORT_DATA = b"ppml-attest/1 report-data"
-LABEL_TRANSCRIPT = b"ppml-attest/1 transcript"
-LABEL_FRAME = b"ppml-attest/1 frame"
-LABEL_B2K_KEY = b"ppml-attest/1 b2k key"
-LABEL_B2K_IV = b"ppml-attest/1 b2k iv"
-LABEL_K2B_KEY = b"ppml-attest/1 k2b key"
-LABEL_K2B_IV = b"ppml-attest/1 k2b iv"
+SIGNATURE_SIZE = 64  # ECDSA P-256, r || s (IEEE P1363, what WebCrypto's sign returns)
+OWNERS_DIGEST_SIZE = 32
 
-DIR_B2K = 1  # browser -> kernel
-DIR_K2B = 2  # kernel -> browser
+LABEL_REPORT_DATA = b"ppml-attest/2 report-data"
+LABEL_TRANSCRIPT = b"ppml-attest/2 transcript"
+LABEL_FRAME = b"ppml-attest/2 frame"
+LABEL_OWNERS = b"ppml-attest/2 owners"
+LABEL_OWNER_PROOF = b"ppml-attest/2 owner-proof"
+LABEL_OWNER_GRANT = b"ppml-attest/2 owner-grant"
+NO_OWNER = bytes(OWNERS_DIGEST_SIZE)
+
+# Streams: each has its own key, IV and sequence counter (docs/protocol.md, 4.2).
+DIR_B2K = 1  # attestation frames, browser -> kernel
+DIR_K2B = 2  # attestation frames, kernel -> browser
+DIR_B2K_SHELL = 3
+DIR_B2K_STDIN = 4
+DIR_K2B_SHELL = 5
+DIR_K2B_IOPUB = 6
+DIR_K2B_STDIN = 7
+STREAMS: dict[int, str] = {
+    DIR_B2K: "b2k",
+    DIR_K2B: "k2b",
+    DIR_B2K_SHELL: "b2k shell",
+    DIR_B2K_STDIN: "b2k stdin",
+    DIR_K2B_SHELL: "k2b shell",
+    DIR_K2B_IOPUB: "k2b iopub",
+    DIR_K2B_STDIN: "k2b stdin",
+}
+BROWSER_STREAMS = frozenset({DIR_B2K, DIR_B2K_SHELL, DIR_B2K_STDIN})
 
 
 class ChannelCryptoError(ValueError):
@@ -70,28 +93,49 @@ def check_nonce(nonce: bytes) -> bytes:
     return nonce
 
 
-def report_data(nonce: bytes, browser_pub: bytes, enclave_pub: bytes) -> bytes:
+def owners_digest(owners: list[bytes] | tuple[bytes, ...]) -> bytes:
+    """32 zero bytes for an unowned kernel, else SHA-256 over the owner keys in order."""
+    if not owners:
+        return NO_OWNER
+    h = hashlib.sha256()
+    h.update(lp(LABEL_OWNERS))
+    for key in owners:
+        h.update(lp(key))
+    return h.digest()
+
+
+def report_data(
+    nonce: bytes, browser_pub: bytes, enclave_pub: bytes, owner_pub: bytes, digest: bytes
+) -> bytes:
     """The 64 bytes the quote's REPORT_DATA must hold for this handshake.
 
-    SHA-512 over the domain label, the browser nonce and both ephemeral public keys,
-    each length-prefixed: any change to any of them changes REPORT_DATA.
+    SHA-512 over the domain label, the browser nonce, both ephemeral public keys, the
+    browser's owner key and the digest of the kernel's accepted owners, each
+    length-prefixed: any change to any of them changes REPORT_DATA.
     """
     h = hashlib.sha512()
     h.update(lp(LABEL_REPORT_DATA))
     h.update(lp(check_nonce(nonce)))
     h.update(lp(browser_pub))
     h.update(lp(enclave_pub))
+    h.update(lp(owner_pub))
+    h.update(lp(digest))
     return h.digest()
 
 
-def transcript_hash(nonce: bytes, browser_pub: bytes, enclave_pub: bytes, quote: bytes) -> bytes:
+def transcript_hash(
+    nonce: bytes,
+    browser_pub: bytes,
+    enclave_pub: bytes,
+    owner_pub: bytes,
+    digest: bytes,
+    quote: bytes,
+) -> bytes:
     """SHA-256 over everything both sides saw; it salts the key schedule and names the session."""
     h = hashlib.sha256()
     h.update(lp(LABEL_TRANSCRIPT))
-    h.update(lp(nonce))
-    h.update(lp(browser_pub))
-    h.update(lp(enclave_pub))
-    h.update(lp(quote))
+    for part in (nonce, browser_pub, enclave_pub, owner_pub, digest, quote):
+        h.update(lp(part))
     return h.digest()
 
 
@@ -127,26 +171,89 @@ class DirectionKeys:
 
 @dataclass(frozen=True)
 class SessionKeys:
-    """Everything the key schedule yields for one session."""
+    """Everything the key schedule yields for one session: one key and IV per stream."""
 
     session_id: bytes
     transcript_hash: bytes
-    b2k: DirectionKeys
-    k2b: DirectionKeys
+    streams: dict[int, DirectionKeys] = field(repr=False)
+
+    @property
+    def b2k(self) -> DirectionKeys:
+        return self.streams[DIR_B2K]
+
+    @property
+    def k2b(self) -> DirectionKeys:
+        return self.streams[DIR_K2B]
 
 
 def derive_session_keys(shared: bytes, th: bytes) -> SessionKeys:
-    """HKDF-SHA-256 (salt = transcript hash) into two independent directions."""
-    return SessionKeys(
-        session_id=th[:SESSION_ID_SIZE],
-        transcript_hash=th,
-        b2k=DirectionKeys(
-            _hkdf(shared, th, LABEL_B2K_KEY, KEY_SIZE), _hkdf(shared, th, LABEL_B2K_IV, IV_SIZE)
-        ),
-        k2b=DirectionKeys(
-            _hkdf(shared, th, LABEL_K2B_KEY, KEY_SIZE), _hkdf(shared, th, LABEL_K2B_IV, IV_SIZE)
-        ),
+    """HKDF-SHA-256 (salt = transcript hash) into independent keys for every stream."""
+    streams = {
+        code: DirectionKeys(
+            _hkdf(shared, th, f"ppml-attest/2 {name} key".encode(), KEY_SIZE),
+            _hkdf(shared, th, f"ppml-attest/2 {name} iv".encode(), IV_SIZE),
+        )
+        for code, name in STREAMS.items()
+    }
+    return SessionKeys(session_id=th[:SESSION_ID_SIZE], transcript_hash=th, streams=streams)
+
+
+# ------------------------------------------------------------------ owner keys (ECDSA)
+def generate_owner_key() -> ec.EllipticCurvePrivateKey:
+    """A long-term owner key (the browser keeps its own non-extractable in IndexedDB)."""
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def owner_fingerprint(owner_pub: bytes) -> str:
+    """First 16 hex digits of SHA-256(owner key), grouped by four: what people compare."""
+    digest = hashlib.sha256(owner_pub).hexdigest()[:16]
+    return " ".join(digest[i : i + 4] for i in range(0, 16, 4))
+
+
+def _sign(key: ec.EllipticCurvePrivateKey, message: bytes) -> bytes:
+    r, s = decode_dss_signature(key.sign(message, ec.ECDSA(hashes.SHA256())))
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+def _verify(owner_pub: bytes, signature: bytes, message: bytes, what: str) -> None:
+    key = check_public_key(owner_pub, "owner_pub")
+    if len(signature) != SIGNATURE_SIZE:
+        raise ChannelCryptoError(f"{what} must be {SIGNATURE_SIZE} bytes, got {len(signature)}")
+    der = encode_dss_signature(
+        int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
     )
+    try:
+        key.verify(der, message, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        raise ChannelCryptoError(f"{what} does not verify with the owner key") from None
+
+
+def owner_proof_message(th: bytes) -> bytes:
+    return lp(LABEL_OWNER_PROOF) + th
+
+
+def sign_owner_proof(key: ec.EllipticCurvePrivateKey, th: bytes) -> bytes:
+    """The owner's signature over this session's transcript (sent in ``finished``)."""
+    return _sign(key, owner_proof_message(th))
+
+
+def verify_owner_proof(owner_pub: bytes, signature: bytes, th: bytes) -> None:
+    _verify(owner_pub, signature, owner_proof_message(th), "owner_sig")
+
+
+def grant_message(session_id: bytes, new_owner_pub: bytes) -> bytes:
+    return lp(LABEL_OWNER_GRANT) + session_id + new_owner_pub
+
+
+def sign_grant(key: ec.EllipticCurvePrivateKey, session_id: bytes, new_owner_pub: bytes) -> bytes:
+    """An owner's signature adding ``new_owner_pub`` (bound to the granting session)."""
+    return _sign(key, grant_message(session_id, new_owner_pub))
+
+
+def verify_grant(
+    owner_pub: bytes, signature: bytes, session_id: bytes, new_owner_pub: bytes
+) -> None:
+    _verify(owner_pub, signature, grant_message(session_id, new_owner_pub), "grant sig")
 
 
 def frame_nonce(iv: bytes, seq: int) -> bytes:

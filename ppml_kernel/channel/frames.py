@@ -1,4 +1,4 @@
-"""Sealed frames as messages: the step both ends of ``ppml-attest/1`` share.
+"""Sealed frames as messages: the step both ends of ``ppml-attest/2`` share.
 
 The kernel session and the reference client each keep their own sequence counters
 and state checks; turning an inner message into a ``sealed`` message (and a
@@ -14,16 +14,12 @@ from ppml_kernel.channel import crypto, protocol
 from ppml_kernel.channel.protocol import ProtocolError
 
 
-def _direction_keys(keys: crypto.SessionKeys, direction: int) -> crypto.DirectionKeys:
-    return keys.b2k if direction == crypto.DIR_B2K else keys.k2b
-
-
 def seal_frame(
     keys: crypto.SessionKeys, direction: int, seq: int, inner: dict[str, Any]
 ) -> dict[str, Any]:
     """The ``sealed`` message carrying ``inner`` as frame ``seq`` in ``direction``."""
     ct = crypto.seal(
-        _direction_keys(keys, direction),
+        keys.streams[direction],
         keys.session_id,
         direction,
         seq,
@@ -34,9 +30,12 @@ def seal_frame(
 
 def open_frame(keys: crypto.SessionKeys, direction: int, seq: int, ciphertext: bytes) -> bytes:
     """Decrypt frame ``seq``; a failed check is :class:`ProtocolError` code ``decrypt``."""
+    return open_raw(keys, direction, seq, ciphertext)
+
+
+def open_raw(keys: crypto.SessionKeys, stream: int, seq: int, ciphertext: bytes) -> bytes:
+    """Decrypt ``ciphertext`` as frame ``seq`` of ``stream`` (any stream)."""
     try:
-        return crypto.open_frame(
-            _direction_keys(keys, direction), keys.session_id, direction, seq, ciphertext
-        )
+        return crypto.open_frame(keys.streams[stream], keys.session_id, stream, seq, ciphertext)
     except crypto.ChannelCryptoError as exc:
         raise ProtocolError("decrypt", str(exc)) from None

@@ -1,8 +1,8 @@
-"""All channel sessions of one kernel, and the blocking secret request.
+"""All channel sessions of one kernel, its owners, and the blocking secret request.
 
 Transport-agnostic: the Jupyter wiring (``channel.jupyter``) hands in each session's
-``send`` callable and feeds received messages in. Messages may arrive on the control
-thread while a cell blocks the main thread in :meth:`ChannelManager.request_secret`;
+``send`` (and ``close``) callables and feeds received messages in. Messages may arrive
+on the control thread while a cell blocks the main thread in :meth:`ChannelManager.request_secret`;
 the two meet through a lock and a :class:`threading.Event`.
 
 Creating a manager is cheap: :mod:`ppml_kernel.channel.session` (and with it
@@ -25,12 +25,16 @@ from ppml_kernel.channel.protocol import ProtocolError
 from ppml_kernel.tee.base import Attester
 
 if TYPE_CHECKING:
+    from ppml_kernel.channel.owners import OwnerRegistry
     from ppml_kernel.channel.session import CollateralProvider, ServerSession
 
 log = logging.getLogger("ppml_kernel.channel")
 
 Send = Callable[[dict[str, Any]], None]
+Close = Callable[[], None]
 SecretSink = Callable[[str, str, str], None]  # (name, value, source) -> None
+ModeProvider = Callable[[], dict[str, Any]]
+MAX_CONCURRENT_HANDSHAKES = 4
 
 NO_SESSION_HELP = (
     "no browser has verified this kernel's enclave yet, so no secret can be sent safely. "
@@ -61,13 +65,20 @@ _load_lock = threading.Lock()
 def _session_class() -> type[ServerSession]:
     """:class:`ServerSession`, imported on first use (it loads ``cryptography``).
 
-    Called from the control thread and the shell thread alike; the lock makes the
+    Called from handshake workers and the shell thread alike; the lock makes the
     first import happen once, and a failed import is retried by the next handshake.
     """
     with _load_lock:
         from ppml_kernel.channel.session import ServerSession
 
     return ServerSession
+
+
+def _owner_registry() -> OwnerRegistry:
+    with _load_lock:
+        from ppml_kernel.channel.owners import OwnerRegistry
+
+    return OwnerRegistry()
 
 
 @dataclass
@@ -90,6 +101,7 @@ class ChannelManager:
         secret_sink: SecretSink | None = None,
         kernel_info: dict[str, Any] | None = None,
         max_sessions: int = 8,
+        secret_exists: Callable[[str], bool] | None = None,
     ) -> None:
         self._attester_or_factory = attester
         self._attester: Attester | None = attester if isinstance(attester, Attester) else None
@@ -97,9 +109,15 @@ class ChannelManager:
         self.secret_sink = secret_sink
         self.kernel_info = kernel_info or {}
         self.max_sessions = max_sessions
+        self.secret_exists = secret_exists or (lambda name: False)
         self._sessions: OrderedDict[str, tuple[ServerSession, Send]] = OrderedDict()
+        self._closers: dict[str, Close] = {}
         self._pending: dict[str, _Pending] = {}
         self._lock = threading.RLock()
+        self._owners: OwnerRegistry | None = None
+        self._handshakes = threading.BoundedSemaphore(MAX_CONCURRENT_HANDSHAKES)
+        self.mode_provider: ModeProvider = lambda: {"on": False, "required": False, "reason": ""}
+        self.on_change: Callable[[], None] = lambda: None  # a secret was stored
         self.errors: list[str] = []  # recent rejected frames (for %ppml status), no secrets
 
     # ----------------------------------------------------------------- sessions
@@ -110,14 +128,36 @@ class ChannelManager:
             self._attester = factory()
         return self._attester
 
-    def on_open(self, ref: str, data: object, send: Send) -> None:
-        """A browser said ``hello`` on a new comm: answer with evidence or an error."""
+    def owners(self) -> OwnerRegistry:
+        """The kernel's owner keys (created with the first handshake)."""
+        with self._lock:
+            if self._owners is None:
+                self._owners = _owner_registry()
+            return self._owners
+
+    def on_open(self, ref: str, data: object, send: Send, close: Close | None = None) -> None:
+        """A browser said ``hello`` on a new comm: answer with evidence or an error.
+
+        Runs on a worker thread (a quote and a collateral download can take seconds);
+        at most a few run at once, the rest are told the kernel is busy.
+        """
+        if not self._handshakes.acquire(blocking=False):
+            self._reject(send, "busy", "too many handshakes at once; try again")
+            self._close_transport(close)
+            return
         try:
-            session = _session_class()(ref)
+            self._handshake(ref, data, send, close)
+        finally:
+            self._handshakes.release()
+
+    def _handshake(self, ref: str, data: object, send: Send, close: Close | None) -> None:
+        try:
+            session = _session_class()(ref, self.owners())
         except Exception as exc:  # a broken or missing ``cryptography``: say so, stay alive
             why = f"{type(exc).__name__}: {exc}"
             log.warning("the attested channel is unavailable: %s", why)
             self._reject(send, "attester", f"the kernel cannot load its channel crypto ({why})")
+            self._close_transport(close)
             return
         try:
             evidence = session.handshake(
@@ -125,17 +165,43 @@ class ChannelManager:
             )
         except ProtocolError as exc:
             self._reject(send, exc.code, str(exc))
+            self._close_transport(close)
             return
         except Exception as exc:  # attester failure: say so, keep the kernel alive
             log.warning("attestation failed: %s", exc)
             self._reject(send, "attester", f"the enclave could not produce a quote: {exc}")
+            self._close_transport(close)
             return
+        evicted: list[tuple[ServerSession, Close | None]] = []
         with self._lock:
             self._sessions[ref] = (session, send)
+            if close is not None:
+                self._closers[ref] = close
             while len(self._sessions) > self.max_sessions:
-                _, (old, _) = self._sessions.popitem(last=False)
-                old.close()
+                old_ref, (old, _) = self._sessions.popitem(last=False)
+                evicted.append((old, self._closers.pop(old_ref, None)))
+        for old, old_close in evicted:
+            old.close()
+            self._close_transport(old_close)
         send(evidence)
+
+    @staticmethod
+    def _close_transport(close: Close | None) -> None:
+        """Release the comm of a failed or evicted session (memory stays bounded)."""
+        if close is None:
+            return
+        try:
+            close()
+        except Exception:
+            log.debug("could not close a channel comm", exc_info=True)
+
+    def _drop(self, ref: str) -> None:
+        with self._lock:
+            entry = self._sessions.pop(ref, None)
+            close = self._closers.pop(ref, None)
+        if entry is not None:
+            entry[0].close()
+        self._close_transport(close)
 
     def on_message(self, ref: str, data: object) -> None:
         """A comm message from the browser (any thread)."""
@@ -159,10 +225,14 @@ class ChannelManager:
         except ProtocolError as exc:
             seq = data.get("seq") if isinstance(data, dict) else None
             self._reject(send, exc.code, str(exc), seq if isinstance(seq, int) else None)
+            if exc.code == "not_owner":
+                log.warning("refused a session that is not the kernel owner's")
+                self._drop(ref)
 
     def on_close(self, ref: str) -> None:
         with self._lock:
             entry = self._sessions.pop(ref, None)
+            self._closers.pop(ref, None)
         if entry:
             entry[0].close()
 
@@ -175,14 +245,18 @@ class ChannelManager:
             log.debug("could not send channel error", exc_info=True)
 
     def _dispatch(self, session: ServerSession, send: Send, inner: dict[str, Any]) -> None:
+        """Act on a frame that :meth:`ServerSession.open` fully validated."""
         kind = inner["type"]
         if kind == protocol.FINISHED:
-            send(session.seal({"type": protocol.READY, "session_id": session.session_id}))
+            send(session.seal(self._ready_message(session)))
+            if session.claimed:
+                log.warning("kernel claimed by owner %s", session.owner_fingerprint)
         elif kind == protocol.SECRET:
             self._on_secret(session, send, inner)
+        elif kind == protocol.OWNER_GRANT:
+            self._on_grant(session, send, inner)
         elif kind == protocol.SECRET_DECLINE:
-            request_id = protocol.check_request_id(inner.get("request_id"))
-            reason = str(inner.get("reason") or "cancelled in the browser")[:200]
+            request_id, reason = protocol.parse_secret_decline(inner)
             with self._lock:
                 pending = self._pending.get(request_id or "")
             if pending is not None and not pending.event.is_set():
@@ -190,8 +264,50 @@ class ChannelManager:
                 pending.answered_by = session.ref
                 pending.event.set()
 
+    def _ready_message(self, session: ServerSession) -> dict[str, Any]:
+        return {
+            "type": protocol.READY,
+            "session_id": session.session_id,
+            "owners": self.owners().describe(),
+            "claimed": session.claimed,
+            "sealed_mode": self.mode_provider(),
+        }
+
+    def _on_grant(self, session: ServerSession, send: Send, inner: dict[str, Any]) -> None:
+        from ppml_kernel.channel import crypto
+
+        new_owner, label, sig = protocol.parse_owner_grant(inner)
+        result: dict[str, Any] = {"type": protocol.OWNER_RESULT, "ok": True}
+        try:
+            crypto.check_public_key(new_owner, "owner_pub")
+            crypto.verify_grant(
+                session.owner_pub, sig, bytes.fromhex(session.session_id), new_owner
+            )
+            added = self.owners().grant(session.owner_pub, new_owner, label)
+            if not added:
+                result["message"] = "that key is already an owner"
+            log.warning(
+                "owner %s granted access to %s (%s)",
+                session.owner_fingerprint,
+                crypto.owner_fingerprint(new_owner),
+                label,
+            )
+        except (crypto.ChannelCryptoError, ProtocolError) as exc:
+            result.update(ok=False, message=str(exc))
+        result["owners"] = self.owners().describe()
+        send(session.seal(result))
+
+    def broadcast_mode(self) -> None:
+        """Tell every ready session that sealed mode changed."""
+        message = {"type": protocol.MODE, "sealed_mode": self.mode_provider()}
+        for session, send in self._ready_targets():
+            try:
+                send(session.seal(message))
+            except Exception:
+                log.debug("could not send mode change", exc_info=True)
+
     def _on_secret(self, session: ServerSession, send: Send, inner: dict[str, Any]) -> None:
-        request_id, name, value = protocol.parse_secret(inner)
+        request_id, name, value, replace = protocol.parse_secret(inner)
         result: dict[str, Any] = {
             "type": protocol.SECRET_RESULT,
             "request_id": request_id,
@@ -213,6 +329,12 @@ class ChannelManager:
                 pending.event.set()
         elif self.secret_sink is None:
             result.update(ok=False, message="this kernel does not accept unsolicited secrets")
+        elif not replace and self.secret_exists(name):
+            result.update(
+                ok=False,
+                message=f"the kernel already holds a secret {name!r}; send it again with "
+                "'replace' to overwrite it",
+            )
         else:
             try:
                 self.secret_sink(name, value, "browser")
@@ -220,20 +342,40 @@ class ChannelManager:
                 result.update(
                     ok=False, message=f"could not store secret {name!r}: {type(exc).__name__}"
                 )
+        del value
         send(session.seal(result))
+        if result["ok"] and request_id is None:
+            self.on_change()
 
     # ----------------------------------------------------------------- queries
     def has_session(self, ref: str) -> bool:
         with self._lock:
             return ref in self._sessions
 
+    def session_by_sid(self, sid: str) -> ServerSession | None:
+        """The ready session whose id is ``sid`` (hex), if any."""
+        with self._lock:
+            for session, _ in self._sessions.values():
+                if session.ready and session.session_id == sid:
+                    return session
+        return None
+
+    def last_ready(self) -> ServerSession | None:
+        with self._lock:
+            for session, _ in reversed(self._sessions.values()):
+                if session.ready:
+                    return session
+        return None
+
     def ready_sessions(self) -> list[ServerSession]:
         return [s for s, _ in self._ready_targets()]
 
     def status(self) -> dict[str, Any]:
         with self._lock:
+            owners = self._owners.describe() if self._owners is not None else []
             return {
                 "sessions": [s.describe() for s, _ in self._sessions.values()],
+                "owners": owners,
                 "pending": [p.name for p in self._pending.values()],
                 "errors": list(self.errors),
             }

@@ -1,4 +1,4 @@
-"""Message schemas of ``ppml-attest/1`` (see ``docs/protocol.md``) and their validation.
+"""Message schemas of ``ppml-attest/2`` (see ``docs/protocol.md``) and their validation.
 
 Every message is a JSON object with a ``type``. Outer messages travel as comm data;
 inner messages travel inside sealed frames. Validation here is strict and names the
@@ -18,8 +18,8 @@ import json
 import re
 from typing import Any
 
-PROTOCOL = "ppml-attest/1"
-TARGET_NAME = "ppml.attest/1"
+PROTOCOL = "ppml-attest/2"
+TARGET_NAME = "ppml.attest/2"
 NONCE_SIZE = 32
 PUBLIC_KEY_SIZE = 65  # SEC1 uncompressed P-256 point: 0x04 || x || y
 
@@ -38,9 +38,20 @@ SECRET = "secret"  # browser -> kernel
 SECRET_DECLINE = "secret_decline"  # browser -> kernel: the user cancelled
 SECRET_RESULT = "secret_result"  # kernel -> browser: stored (or why not)
 SECRET_CANCEL = "secret_cancel"  # kernel -> browser: request no longer pending
+MODE = "mode"  # kernel -> browser: sealed mode changed
+OWNER_GRANT = "owner_grant"  # browser -> kernel: an owner adds another owner key
+OWNER_RESULT = "owner_result"  # kernel -> browser: the grant's outcome
 
-B2K_INNER = frozenset({FINISHED, SECRET, SECRET_DECLINE})
-K2B_INNER = frozenset({READY, SECRET_REQUEST, SECRET_RESULT, SECRET_CANCEL})
+B2K_INNER = frozenset({FINISHED, SECRET, SECRET_DECLINE, OWNER_GRANT})
+K2B_INNER = frozenset({READY, MODE, SECRET_REQUEST, SECRET_RESULT, SECRET_CANCEL, OWNER_RESULT})
+SIGNATURE_SIZE = 64  # ECDSA P-256 r || s
+MAX_OWNERS = 16
+LABEL_RE = re.compile(r"^[\x20-\x7e]{1,64}$")
+
+# Sealed notebook messages (docs/protocol.md, 6): the envelope key, and what stays clear.
+SEALED_KEY = "ppml_sealed"
+CLEAR_REQUESTS = frozenset({"kernel_info_request", "shutdown_request", "interrupt_request"})
+CLEAR_FROM_KERNEL = frozenset({"status", "kernel_info_reply", "shutdown_reply", "interrupt_reply"})
 
 MAX_FRAME_B64 = 1 << 20  # 1 MiB of base64 is far more than any secret
 MAX_SECRET_BYTES = 64 * 1024
@@ -49,7 +60,7 @@ REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 
 
 class ProtocolError(ValueError):
-    """A message does not follow ``ppml-attest/1``. ``code`` goes to the browser."""
+    """A message does not follow ``ppml-attest/2``. ``code`` goes to the browser."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -92,8 +103,8 @@ def require_type(msg: object, expected: str | frozenset[str] | None = None) -> s
     return kind
 
 
-def parse_hello(msg: object) -> tuple[bytes, bytes]:
-    """Validate a ``hello``; return (nonce, browser_pub)."""
+def parse_hello(msg: object) -> tuple[bytes, bytes, bytes]:
+    """Validate a ``hello``; return (nonce, browser_pub, owner_pub)."""
     require_type(msg, HELLO)
     assert isinstance(msg, dict)
     if msg.get("protocol") != PROTOCOL:
@@ -102,11 +113,13 @@ def parse_hello(msg: object) -> tuple[bytes, bytes]:
         )
     nonce = b64decode(msg.get("nonce"), "nonce", NONCE_SIZE)
     browser_pub = b64decode(msg.get("browser_pub"), "browser_pub", PUBLIC_KEY_SIZE)
-    return nonce, browser_pub
+    owner_pub = b64decode(msg.get("owner_pub"), "owner_pub", PUBLIC_KEY_SIZE)
+    return nonce, browser_pub, owner_pub
 
 
 def evidence_message(
     enclave_pub: bytes,
+    owners: list[bytes],
     quote: bytes,
     collateral: str | None,
     tee: dict[str, Any],
@@ -118,6 +131,7 @@ def evidence_message(
         "type": EVIDENCE,
         "protocol": PROTOCOL,
         "enclave_pub": b64encode(enclave_pub),
+        "owners": [b64encode(o) for o in owners],
         "quote": b64encode(quote),
         "collateral": collateral,
         "tee": tee,
@@ -163,7 +177,7 @@ def encode_inner(msg: dict[str, Any]) -> bytes:
 
 def check_name(name: object, field: str = "name") -> str:
     """Secret names are identifiers (they appear in listings, never their values)."""
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise ProtocolError(
             "malformed",
             f"field {field!r} must be a name of letters, digits, '_', '.', '-' "
@@ -175,13 +189,13 @@ def check_name(name: object, field: str = "name") -> str:
 def check_request_id(value: object) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not REQUEST_ID_RE.match(value):
+    if not isinstance(value, str) or not REQUEST_ID_RE.fullmatch(value):
         raise ProtocolError("malformed", "field 'request_id' must be null or a short identifier")
     return value
 
 
-def parse_secret(msg: dict[str, Any]) -> tuple[str | None, str, str]:
-    """Validate an inner ``secret``; return (request_id, name, value)."""
+def parse_secret(msg: dict[str, Any]) -> tuple[str | None, str, str, bool]:
+    """Validate an inner ``secret``; return (request_id, name, value, replace)."""
     request_id = check_request_id(msg.get("request_id"))
     name = check_name(msg.get("name"))
     value = msg.get("value")
@@ -189,4 +203,48 @@ def parse_secret(msg: dict[str, Any]) -> tuple[str | None, str, str]:
         raise ProtocolError("malformed", "field 'value' must be a string")
     if len(value.encode("utf-8")) > MAX_SECRET_BYTES:
         raise ProtocolError("malformed", f"secret {name!r} is larger than {MAX_SECRET_BYTES} bytes")
-    return request_id, name, value
+    replace = msg.get("replace", False)
+    if not isinstance(replace, bool):
+        raise ProtocolError("malformed", "field 'replace' must be true or false")
+    return request_id, name, value, replace
+
+
+def parse_finished(msg: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+    """Validate an inner ``finished``; return (verdict for display, owner signature)."""
+    verdict = msg.get("verdict")
+    if verdict is not None and not isinstance(verdict, dict):
+        raise ProtocolError("malformed", "field 'verdict' must be an object")
+    sig = b64decode(msg.get("owner_sig"), "owner_sig", SIGNATURE_SIZE)
+    return dict(verdict or {}), sig
+
+
+def parse_owner_grant(msg: dict[str, Any]) -> tuple[bytes, str, bytes]:
+    """Validate an inner ``owner_grant``; return (new owner key, label, signature)."""
+    owner_pub = b64decode(msg.get("owner_pub"), "owner_pub", PUBLIC_KEY_SIZE)
+    label = msg.get("label")
+    if not isinstance(label, str) or not LABEL_RE.fullmatch(label):
+        raise ProtocolError("malformed", "field 'label' must be 1-64 printable ASCII characters")
+    sig = b64decode(msg.get("sig"), "sig", SIGNATURE_SIZE)
+    return owner_pub, label, sig
+
+
+def parse_secret_decline(msg: dict[str, Any]) -> tuple[str | None, str]:
+    """Validate an inner ``secret_decline``; return (request_id, reason)."""
+    request_id = check_request_id(msg.get("request_id"))
+    reason = msg.get("reason", "")
+    if not isinstance(reason, str):
+        raise ProtocolError("malformed", "field 'reason' must be a string")
+    return request_id, reason[:200] or "cancelled in the browser"
+
+
+def validate_inner(msg: dict[str, Any]) -> None:
+    """Check an inner browser message's fields completely, before it changes any state."""
+    kind = msg["type"]
+    if kind == SECRET:
+        parse_secret(msg)
+    elif kind == FINISHED:
+        parse_finished(msg)
+    elif kind == OWNER_GRANT:
+        parse_owner_grant(msg)
+    elif kind == SECRET_DECLINE:
+        parse_secret_decline(msg)

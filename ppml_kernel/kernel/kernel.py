@@ -1,6 +1,10 @@
 """PPMLKernel: stock IPython, plus an attester, the ``%ppml`` magics and a ``ppml``
 section in ``kernel_info`` that frontends use to recognise a PPML kernel.
 
+Every request that can run code or read state goes through the sealing gate
+(``kernel.sealing``): sealed requests from a verified owner's browser are opened, and in
+sealed mode unsealed ones are refused, before ipykernel decides anything about them.
+
 Start-up stays as cheap as ipykernel's: choosing the attester only inspects a few
 paths, and nothing here imports pyspark, cryptography or dcap-qvl until a magic
 needs them (an idle kernel starts no JVM).
@@ -8,8 +12,10 @@ needs them (an idle kernel starts no JVM).
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
+import zmq
 from ipykernel.ipkernel import IPythonKernel
 
 from ppml_kernel import PROTOCOL_VERSION, __version__
@@ -35,17 +41,69 @@ class PPMLKernel(IPythonKernel):
         self.tee_kind = requested_kind()
         self._attester: Attester | None = None
         from ppml_kernel.channel.jupyter import install as install_channel
-        from ppml_kernel.magics import load_ipython_extension
 
         # The browser's attested channel: comm target plus control-channel route, and
         # getpass() through it. Quotes are made per browser request, never at start.
-        install_channel(
+        from ppml_kernel.kernel.sealing import install as install_sealing
+        from ppml_kernel.magics import load_ipython_extension
+
+        manager = install_channel(
             self,
             attester=lambda: self.attester,
             collateral_provider=_collateral_for,
             kernel_info={"implementation": self.implementation, "version": __version__},
         )
+        self.sealing = install_sealing(self, manager, real_tee=self.tee_kind != "simulated")
+        # After every cell: a secret or a dataset key may have arrived; seal from then on.
+        self.shell.events.register("post_execute", self.sealing.refresh)
         load_ipython_extension(self.shell)
+
+    # ------------------------------------------------------------ the sealing gate
+    def should_handle(self, stream: Any, msg: dict[str, Any], idents: Any) -> bool:
+        """Open a sealed request in place, or refuse an unsealed one in sealed mode."""
+        return self.sealing.admit(stream, idents, msg)
+
+    def _send_abort_reply(self, stream: Any, msg: dict[str, Any], idents: Any) -> None:
+        # ipykernel aborts queued execute requests after an error without handling
+        # them; a sealed one still uses its sequence number, and its reply is sealed.
+        self.sealing.consume(msg)
+        super()._send_abort_reply(stream, msg, idents)
+
+    def _input_request(self, prompt: str, ident: Any, parent: Any, password: bool = False) -> str:
+        """ipykernel's input request, with the reply opened (and unsealed ones ignored)
+        by the sealing gate; a forged ``input_reply`` never answers a sealed prompt."""
+        for out in (sys.stdout, sys.stderr):
+            if out is not None:
+                out.flush()
+        while True:  # purge stale replies
+            try:
+                self.stdin_socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.ZMQError as e:
+                if e.errno == zmq.EAGAIN:
+                    break
+                raise
+        assert self.session is not None
+        content = {"prompt": str(prompt), "password": bool(password)}
+        self.session.send(self.stdin_socket, "input_request", content, parent, ident=ident)
+        while True:
+            try:
+                rlist, _, xlist = zmq.select([self.stdin_socket], [], [self.stdin_socket], 0.01)
+                if not (rlist or xlist):
+                    continue
+                _, reply = self.session.recv(self.stdin_socket)
+                if reply is None:
+                    continue
+            except KeyboardInterrupt:
+                raise KeyboardInterrupt("Interrupted by user") from None
+            except Exception:
+                self.log.warning("Invalid input_reply message", exc_info=False)
+                continue
+            value = self.sealing.input_value(reply, parent)
+            if value is None:
+                continue
+            if value == "\x04":
+                raise EOFError
+            return value
 
     @property
     def attester(self) -> Attester:
@@ -75,5 +133,7 @@ class PPMLKernel(IPythonKernel):
             "version": __version__,
             "tee": self.tee_kind,
             "simulated": self.simulated,
+            # Informative: the browser learns the mode from its sealed `ready` message.
+            "sealed": self.sealing.on,
         }
         return info

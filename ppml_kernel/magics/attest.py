@@ -87,6 +87,7 @@ def _status(ctx: MagicContext, args: argparse.Namespace) -> StatusReport:
     facts["browser sessions"] = _browser_sessions(ctx)
     facts["Java"] = _java()
     facts["Spark"] = _spark_state()
+    facts.update(_sealing_facts(ctx))
     return StatusReport(facts, check, check.nonce.hex())
 
 
@@ -110,6 +111,42 @@ def _spark_state() -> str:
     from ppml_kernel.magics.spark import describe_session
 
     return describe_session()
+
+
+def _sealing_facts(ctx: MagicContext) -> dict[str, object]:
+    """Owners, sealed mode and refusals (counts and fingerprints, never content)."""
+    from ppml_kernel.channel.jupyter import manager_of
+
+    manager = manager_of(ctx.kernel)
+    gate = getattr(ctx.kernel, "sealing", None)
+    if manager is None or gate is None:
+        return {}
+    owners = manager.status()["owners"]
+    status = gate.status()
+    if status["on"]:
+        mode = f"on ({status['reason']})"
+    else:
+        mode = "off: not sealed (a teaching kernel with no secrets; it turns on with the first)"
+
+    def counts(kind: str) -> str:
+        items = status[kind]
+        total = sum(items.values())
+        detail = ", ".join(f"{k} {v}" for k, v in sorted(items.items()))
+        return f"{total} ({detail})" if total else "0"
+
+    def owner_line(o: dict[str, object]) -> str:
+        how = "claimed" if o["granted_by"] == "claim" else f"granted by {o['granted_by']}"
+        return f"{o['fingerprint']} ({o['label']}, {how})"
+
+    return {
+        "owners": "; ".join(owner_line(o) for o in owners)
+        or "none yet (the first verified browser claims this kernel)",
+        "sealed mode": mode,
+        "sealed requests": f"{status['sealed_requests']} received, "
+        f"{status['sealed_messages_out']} replies and outputs sealed",
+        "refused unsealed requests": counts("refused"),
+        "rejected sealed frames": counts("rejected"),
+    }
 
 
 def _browser_sessions(ctx: MagicContext) -> str:

@@ -43,14 +43,13 @@ def _configure_secret(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _describe(verdict: dict[str, Any]) -> tuple[str, str]:
-    if not verdict:
-        return "a verified browser session", "info"
-    tee = verdict.get("tee", "?")
-    status = verdict.get("status", "?")
-    if verdict.get("simulated"):
+def _describe(kernel: Any, verdict: dict[str, Any]) -> tuple[str, str]:
+    """How the secret came. "Simulated" is the kernel's own knowledge; the browser's
+    verdict only adds the TCB status it saw (never used for a decision)."""
+    tee = verdict.get("tee", "SGX")
+    if getattr(kernel, "simulated", True):
         return f"a SIMULATED {tee} enclave session (NOT confidential)", "warn"
-    return f"the browser-verified {tee} enclave session ({status})", "info"
+    return f"the browser-verified {tee} enclave session ({verdict.get('status', '?')})", "info"
 
 
 def run_secret(ctx: MagicContext, args: argparse.Namespace) -> Note:
@@ -72,7 +71,7 @@ def run_secret(ctx: MagicContext, args: argparse.Namespace) -> Note:
     except ChannelError as exc:
         raise MagicError(str(exc)) from None
     STORE.put(name, value, "browser")
-    how, level = _describe(verdict)
+    how, level = _describe(ctx.kernel, verdict)
     return Note(
         f"Secret {name!r} arrived end-to-end encrypted through {how} and is kept in kernel "
         f"memory only. Use it with ppml_kernel.secrets.get({name!r}).",
