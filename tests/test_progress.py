@@ -42,30 +42,27 @@ def dataset(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def kernel(tmp_path_factory, dataset):
-    """A PPML kernel with the dataset loaded as ``t`` (and ``F``, ``time`` imported)."""
-    from jupyter_client.manager import KernelManager
+    """A PPML kernel with the dataset loaded as ``t``, run by its owner (sealed mode: the
+    kernel holds a dataset key, so widget traffic is sealed like every output)."""
+    from support.owner import Owner
 
-    prefix = tmp_path_factory.mktemp("prefix")
-    subprocess.run([sys.executable, "-m", "ppml_kernel.cli", "install", "--prefix",
-                    str(prefix)], check=True, capture_output=True)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("JUPYTER_PATH", str(prefix / "share" / "jupyter"))
-    km = KernelManager(kernel_name="ppml")
-    km.start_kernel()
-    kc = km.client()
-    kc.start_channels()
+    owner = Owner(tmp_path_factory.mktemp("kernels"))
     try:
-        kc.wait_for_ready(timeout=120)
-        load(kc, *dataset)
-        yield kc
+        load(owner, *dataset)
+        yield owner
     finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
-        mp.undo()
+        owner.stop()
 
 
-def run(kc, code: str, timeout: float = 300, during=None) -> list[dict]:
-    """Execute ``code``; every iopub message of it (``during(msg)`` sees each as it comes)."""
+def run(kernel, code: str, timeout: float = 300, during=None) -> list[dict]:
+    """Execute ``code``; every IOPub message of it (``during(msg)`` sees each as it comes).
+
+    ``kernel``: a sealed :class:`support.owner.Owner`, or a plain jupyter_client client.
+    """
+    if hasattr(kernel, "messages"):
+        assert during is None
+        return kernel.messages(code, timeout)[1]
+    kc = kernel
     msg_id = kc.execute(code)
     msgs = []
     deadline = time.monotonic() + timeout
@@ -94,21 +91,23 @@ def text_of(msgs: list[dict]) -> str:
     return "\n".join(out)
 
 
-def open_widget_frontend(kc) -> None:
+def open_widget_frontend(kernel) -> None:
     """What JupyterLab's widget manager does on connecting: open the control comm."""
-    msg = kc.session.msg("comm_open", {"comm_id": uuid.uuid4().hex,
-                                       "target_name": "jupyter.widget.control",
-                                       "data": {}},
-                         metadata={"version": "1.0.0"})
-    kc.shell_channel.send(msg)
+    content = {"comm_id": uuid.uuid4().hex, "target_name": "jupyter.widget.control",
+               "data": {}}
+    if hasattr(kernel, "send"):
+        kernel.send("comm_open", content, metadata={"version": "1.0.0"})
+        return
+    kernel.shell_channel.send(kernel.session.msg("comm_open", content,
+                                                 metadata={"version": "1.0.0"}))
 
 
-def load(kc, kf: Path, enc: Path) -> None:
+def load(kernel, kf: Path, enc: Path) -> None:
     for code in (f"%ppml keys import {kf}",
                  f"%ppml load {enc} --header --as t --schema 'id long, grp int, amount double' "
                  "--option splitBytes=8192",
                  "from pyspark.sql import functions as F\nimport time"):
-        msgs = run(kc, code)
+        msgs = run(kernel, code)
         assert "ppml:" not in text_of(msgs), text_of(msgs)
 
 
@@ -168,7 +167,36 @@ def test_widget_panel_shows_progress_then_a_summary(kernel, dataset):
     assert str(sum(range(PARTS * ROWS)) * 1.5) in text
 
 
-def test_cancel_button_stops_the_job_and_the_kernel_stays_usable(kernel, dataset):
+@pytest.fixture(scope="module")
+def plain_kernel(tmp_path_factory):
+    """A PPML kernel through plain jupyter_client: no dataset key, so not in sealed mode.
+
+    A click reaches a busy kernel only when ipykernel can read the comm id, which a
+    sealed message hides (see the interrupt test for sealed sessions).
+    """
+    from jupyter_client.manager import KernelManager
+
+    prefix = tmp_path_factory.mktemp("prefix")
+    subprocess.run([sys.executable, "-m", "ppml_kernel.cli", "install", "--prefix",
+                    str(prefix)], check=True, capture_output=True)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("JUPYTER_PATH", str(prefix / "share" / "jupyter"))
+    km = KernelManager(kernel_name="ppml")
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=120)
+        run(kc, "from pyspark.sql import functions as F\nimport time\nspark.range(1).count()")
+        yield kc
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+        mp.undo()
+
+
+def test_cancel_button_stops_the_job_and_the_kernel_stays_usable(plain_kernel):
+    kernel = plain_kernel
     open_widget_frontend(kernel)
     buttons: list[str] = []
     bars: list[str] = []
@@ -189,9 +217,9 @@ def test_cancel_button_stops_the_job_and_the_kernel_stays_usable(kernel, dataset
             clicked.append(time.monotonic())
 
     start = time.monotonic()
-    msgs = run(kernel, SLOW.format(delay=0.05) + "\n"  # ~3 minutes if not cancelled
-               "t.select(slow('amount').alias('a')).agg(F.sum('a')).collect()",
-               during=click_when_running)
+    msgs = run(kernel, SLOW.format(delay=0.05) + "\n"  # minutes if not cancelled
+               "spark.range(0, 4000, 1, 8).select(slow('id').alias('a')).agg(F.sum('a'))"
+               ".collect()", during=click_when_running)
     assert buttons and clicked, text_of(msgs)
     stopped = time.monotonic()
     print(f"job seen after {clicked[0] - start:.1f} s, stopped {stopped - clicked[0]:.1f} s "
@@ -201,8 +229,33 @@ def test_cancel_button_stops_the_job_and_the_kernel_stays_usable(kernel, dataset
     assert errors and "cancel" in errors[0]["content"]["evalue"].lower()
     summary = [m for m in msgs if m["msg_type"] == "update_display_data"][-1]
     assert "(cancelled)" in summary["content"]["data"]["text/plain"]
-    again = run(kernel, "t.count()")
-    assert str(PARTS * ROWS) in text_of(again)
+    again = run(kernel, "spark.range(1000).count()")
+    assert "1000" in text_of(again)
+
+
+def test_interrupt_cancels_the_cells_jobs_in_a_sealed_session(kernel):
+    """Jupyter's stop button (an interrupt, sent in the clear) stops the Spark jobs too."""
+    owner = kernel
+    code = (SLOW.format(delay=0.05) + "\n"
+            "t.select(slow('amount').alias('a')).agg(F.sum('a')).collect()")
+    msg_id = owner.session.submit("execute_request", owner.session.execute_content(code))
+    time.sleep(8)  # the job is running (each task takes far longer)
+    interrupted = time.monotonic()
+    owner.km.interrupt_kernel()
+    result = owner.session.collect(msg_id, timeout=120)
+    assert time.monotonic() - interrupted < 30
+    assert result.reply["content"]["status"] == "error"
+    assert result.reply["content"]["ename"] == "KeyboardInterrupt"
+    lines = [m["content"]["data"]["text/plain"] for m in result.messages
+             if m["msg_type"] == "update_display_data"]
+    assert lines and "(cancelled)" in lines[-1], lines
+    after = owner.execute(  # cancelled tasks end within seconds (their workers are killed)
+        "deadline = time.monotonic() + 20\n"
+        "while sc.statusTracker().getActiveJobsIds() and time.monotonic() < deadline:\n"
+        "    time.sleep(0.25)\n"
+        "print(sc.statusTracker().getActiveJobsIds())\nprint(t.count())")
+    printed = "".join(m["content"]["text"] for m in after.outputs if m["msg_type"] == "stream")
+    assert printed.split() == ["[]", str(PARTS * ROWS)], after.text()
 
 
 def test_without_a_widget_frontend_progress_is_text(tmp_path, dataset):

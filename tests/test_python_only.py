@@ -94,6 +94,7 @@ def _copy_checkout(dest: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)
 def test_readme_first_command_with_only_python(tmp_path):
     """``python3 -m venv .venv && .venv/bin/pip install -e ".[lab]" && .venv/bin/ppml-kernel
     lab``, as typed, where neither java nor node is on PATH; then notebook 03 runs."""

@@ -433,6 +433,13 @@ class ProgressHook:
         monitor, self.monitor = self.monitor, None
         if monitor is None:
             return
+        if isinstance(getattr(result, "error_in_exec", None), KeyboardInterrupt):
+            # Jupyter's interrupt stops the Python side only: stop the cell's jobs too
+            # (the same path as the Cancel button; works in sealed sessions, where the
+            # interrupt is one of the few requests sent in the clear)
+            monitor.request_cancel()
+            with contextlib.suppress(Exception):
+                monitor.poll()
         monitor.finish()
         try:
             for key in ("spark.jobGroup.id", "spark.job.description",
