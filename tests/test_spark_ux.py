@@ -6,8 +6,6 @@ Most checks run in one real PPML kernel (jupyter_client), from its very first Sp
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 
 import pytest
 
@@ -21,8 +19,9 @@ NOISE = ("Using incubator modules", "log4j", "NativeCodeLoader", "hostname", "WA
 
 @pytest.fixture(scope="module")
 def session(tmp_path_factory):
-    """A fresh PPML kernel (Spark not started) and an encrypted dataset with its key file."""
-    from jupyter_client.manager import KernelManager
+    """A fresh PPML kernel (Spark not started), run by its owner (sealed requests: the
+    kernel is in sealed mode once it holds a dataset key), and an encrypted dataset."""
+    from support.owner import Owner
 
     root = tmp_path_factory.mktemp("ux")
     kf = write_key_file(root / "ux.key", "ux-key")
@@ -33,28 +32,15 @@ def session(tmp_path_factory):
         with open(enc / f"part-{p}.csv.ppml", "wb") as out:
             F.encrypt_stream(io.BytesIO(("id,grp,amount\n" + rows).encode()), out,
                              KeyFileProvider(kf), "ux-key")
-    prefix = root / "prefix"
-    subprocess.run([sys.executable, "-m", "ppml_kernel.cli", "install", "--prefix",
-                    str(prefix)], check=True, capture_output=True)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("JUPYTER_PATH", str(prefix / "share" / "jupyter"))
-    km = KernelManager(kernel_name="ppml")
-    km.start_kernel()
-    kc = km.client()
-    kc.start_channels()
+    owner = Owner(root / "kernels")
     try:
-        kc.wait_for_ready(timeout=120)
-        yield kc, kf, enc, root
+        yield owner, kf, enc, root
     finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
-        mp.undo()
+        owner.stop()
 
 
-def run(kc, code: str):
-    from kernel_client import execute
-
-    return execute(kc, code, timeout=300)
+def run(owner, code: str):
+    return owner.execute(code, timeout=300)
 
 
 def stderr_of(ex) -> str:
