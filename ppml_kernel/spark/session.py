@@ -81,9 +81,15 @@ def ensure_jvm(conf: Mapping[str, str] | None = None) -> None:
 def _python_logs_to_file() -> None:
     """pyspark's own Python loggers (a JSON record of every failed query) go to the log file."""
     import logging
+    import warnings
 
     from pyspark.logger import PySparkLogger
 
+    # A failed Arrow conversion also warns, quoting the Python worker's whole traceback,
+    # just before the same error is raised: the raise is enough (one line in the magics).
+    warnings.filterwarnings("ignore", message=r"(toPandas|createDataFrame) attempted Arrow "
+                            r"optimization because .* has reached the error below",
+                            category=UserWarning)
     for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
         logger = PySparkLogger.getLogger(name)
         if any(getattr(h, "baseFilename", None) == log_path() for h in logger.handlers):
