@@ -195,6 +195,26 @@ def plain_kernel(tmp_path_factory):
         mp.undo()
 
 
+def test_without_a_widget_frontend_progress_is_text(plain_kernel):
+    """No widget manager (nbclient, a console): a text line under the cell, then the
+    one-line summary in its place; no widget is created."""
+    msgs = run(plain_kernel, SLOW.format(delay=0.001) + "\n"
+               "spark.range(0, 3000, 1, 6).select(slow('id').alias('a')).agg(F.sum('a'))"
+               ".collect()[0][0]")
+    assert not [m for m in msgs if m["msg_type"].startswith("comm")]
+    shown = [m for m in msgs if m["msg_type"] == "display_data"
+             and m["content"].get("transient", {}).get("display_id", "").startswith(
+                 "ppml-progress")]
+    assert len(shown) == 1
+    assert shown[0]["content"]["data"]["text/plain"].startswith("Spark (running):")
+    assert "application/vnd.jupyter.widget-view+json" not in shown[0]["content"]["data"]
+    updates = [m["content"]["data"]["text/plain"] for m in msgs
+               if m["msg_type"] == "update_display_data"]
+    assert updates and updates[-1].startswith("Spark: ") and "\n" not in updates[-1]
+    assert any(u.startswith("Spark (running):\nJob ") for u in updates[:-1]), updates
+    assert str(sum(range(3000))) in text_of(msgs)
+
+
 def test_cancel_button_stops_the_job_and_the_kernel_stays_usable(plain_kernel):
     kernel = plain_kernel
     open_widget_frontend(kernel)
@@ -256,32 +276,3 @@ def test_interrupt_cancels_the_cells_jobs_in_a_sealed_session(kernel):
         "print(sc.statusTracker().getActiveJobsIds())\nprint(t.count())")
     printed = "".join(m["content"]["text"] for m in after.outputs if m["msg_type"] == "stream")
     assert printed.split() == ["[]", str(PARTS * ROWS)], after.text()
-
-
-def test_without_a_widget_frontend_progress_is_text(tmp_path, dataset):
-    """nbclient (no widget manager): text lines under the cell, then the summary."""
-    import nbformat
-    from nbclient import NotebookClient
-
-    kf, enc = dataset
-    prefix = tmp_path / "prefix"
-    subprocess.run([sys.executable, "-m", "ppml_kernel.cli", "install", "--prefix",
-                    str(prefix)], check=True, capture_output=True)
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(c) for c in (
-        f"%ppml keys import {kf}",
-        f"%ppml load {enc} --header --as t --option splitBytes=8192",
-        "t.count()",
-    )]
-    mp = pytest.MonkeyPatch()
-    mp.setenv("JUPYTER_PATH", str(prefix / "share" / "jupyter"))
-    try:
-        NotebookClient(nb, kernel_name="ppml", timeout=300).execute()
-    finally:
-        mp.undo()
-    outputs = nb.cells[2].outputs
-    kinds = [o.get("data", {}) for o in outputs]
-    assert not any("application/vnd.jupyter.widget-view+json" in d for d in kinds), kinds
-    lines = [d.get("text/plain", "") for d in kinds]
-    assert any(x.startswith("Spark: ") for x in lines), lines
-    assert any(x == str(PARTS * ROWS) for x in lines), lines
