@@ -522,3 +522,113 @@ def _register_attester() -> None:
 
 
 _register_attester()
+
+
+# --------------------------------------------------------------------------- TDX
+TD_QE_ISVPRODID = 2
+TDX_MODULE_MRSIGNER = b"\x5a" * 48
+
+
+def td_report(
+    *,
+    tee_tcb_svn: bytes = bytes([3, 1] + [2] * 14),
+    mr_signer_seam: bytes = TDX_MODULE_MRSIGNER,
+    seam_attributes: bytes = b"\x00" * 8,
+    td_attributes: bytes = bytes.fromhex("0000001000000000"),
+    mr_td: bytes = b"\x01" * 48,
+    mr_config_id: bytes = b"\x02" * 48,
+    mr_owner: bytes = b"\x03" * 48,
+    rtmr: tuple[bytes, ...] = (b"\x04" * 48, b"\x05" * 48, b"\x06" * 48, b"\x07" * 48),
+    report_data: bytes = b"\x00" * 64,
+) -> bytes:
+    """A TD 1.0 report body (584 bytes): TEE_TCB_SVN .. REPORT_DATA."""
+    body = (
+        tee_tcb_svn + b"\x08" * 48 + mr_signer_seam + seam_attributes + td_attributes
+        + b"\xe7" + b"\x00" * 7 + mr_td + mr_config_id + mr_owner + b"\x00" * 48
+        + b"".join(rtmr) + report_data
+    )
+    assert len(body) == 584
+    return body
+
+
+def build_tdx_quote(pki: Pki, pck_chain_pem: str, body: bytes, *, qe_svn: int = 8) -> bytes:
+    """A version 4 TDX quote with QE report certification data (type 6) around a PCK chain."""
+    header = struct.pack("<HHIHH", 4, 2, 0x81, 0, 0) + INTEL_QE_VENDOR_ID + b"\x00" * 20
+    signed = header + body
+    att_pub = raw_pub(pki.att_key)
+    qe_auth = bytes(range(32))
+    qe_report = enclave_report(
+        report_data=hashlib.sha256(att_pub + qe_auth).digest() + b"\x00" * 32,
+        cpusvn=b"\x05" * 16,
+        isv_prod_id=TD_QE_ISVPRODID,
+        isv_svn=qe_svn,
+        mrsigner=QE_MRSIGNER,
+        attributes=bytes.fromhex("11000000000000000000000000000000"),
+        mrenclave=b"\xcc" * 32,
+    )
+    cert_data = pck_chain_pem.encode()
+    inner = (
+        qe_report
+        + raw_sig(pki.pck_key, qe_report)
+        + struct.pack("<H", len(qe_auth))
+        + qe_auth
+        + struct.pack("<HI", 5, len(cert_data))
+        + cert_data
+    )
+    auth = raw_sig(pki.att_key, signed) + att_pub + struct.pack("<HI", 6, len(inner)) + inner
+    return signed + struct.pack("<I", len(auth)) + auth
+
+
+def tdx_tcb_level(status: str, advisories: list[str] | None = None, tdx_svn: int = 2) -> dict:
+    level = tcb_level([5] * 16, 13, status, advisories)
+    level["tcb"]["tdxtcbcomponents"] = [{"svn": tdx_svn}] * 16
+    return level
+
+
+def tdx_scenario(
+    pki: Pki,
+    *,
+    levels: list[dict] | None = None,
+    module_levels: list[dict] | None = None,
+    qe_levels: list[dict] | None = None,
+    report_kwargs: dict[str, Any] | None = None,
+) -> Scenario:
+    """A complete synthetic TDX case (TCB Info v3 with a module identity TDX_01)."""
+    now = pki.now
+    fmspc = bytes.fromhex("00806F050000")
+    leaf = pki.leaf(b"\x05" * 16, 13, fmspc)
+    chain = pem(leaf) + pem(pki.ca) + pem(pki.root)
+    quote = build_tdx_quote(pki, chain, td_report(**(report_kwargs or {})))
+    module = {
+        "mrsigner": TDX_MODULE_MRSIGNER.hex().upper(),
+        "attributes": "0000000000000000",
+        "attributesMask": "FFFFFFFFFFFFFFFF",
+    }
+    info = json.loads(tcb_info_json(now, fmspc, levels or [tdx_tcb_level("UpToDate")], ident="TDX"))
+    info["tdxModule"] = module
+    info["tdxModuleIdentities"] = [
+        {
+            "id": "TDX_01",
+            **module,
+            "tcbLevels": module_levels or [qe_level(3, "UpToDate")],
+        }
+    ]
+    tcb_info = json.dumps(info, separators=(",", ":"))
+    qe_identity = qe_identity_json(
+        now, ident="TD_QE", isvprodid=TD_QE_ISVPRODID, levels=qe_levels or [qe_level(8, "UpToDate")]
+    )
+    tcb_chain = pem(pki.tcb) + pem(pki.root)
+    collateral = {
+        "pck_crl_issuer_chain": pem(pki.ca) + pem(pki.root),
+        "root_ca_crl": pki.crl(pki.root_name, pki.root_key, now - 86400, now + 365 * 86400).hex(),
+        "pck_crl": pki.crl(
+            "TEST SGX PCK Platform CA", pki.ca_key, now - 86400, now + 29 * 86400
+        ).hex(),
+        "tcb_info_issuer_chain": tcb_chain,
+        "tcb_info": tcb_info,
+        "tcb_info_signature": raw_sig(pki.tcb_key, tcb_info.encode()).hex(),
+        "qe_identity_issuer_chain": tcb_chain,
+        "qe_identity": qe_identity,
+        "qe_identity_signature": raw_sig(pki.tcb_key, qe_identity.encode()).hex(),
+    }
+    return Scenario(quote, collateral, pki.root_der)

@@ -37,7 +37,16 @@ class Execution:
 
 
 def execute(kc, code: str, timeout: float = 60, stdin: dict | None = None) -> Execution:
-    """Execute ``code`` and gather iopub messages until the kernel is idle again."""
+    """Execute ``code`` and gather iopub messages until the kernel is idle again.
+
+    ``kc`` is a jupyter_client kernel client, or a verified
+    :class:`~ppml_kernel.channel.sealed_client.SealedKernelClient` (sealed request).
+    """
+    from ppml_kernel.channel.sealed_client import SealedKernelClient
+
+    if isinstance(kc, SealedKernelClient):
+        sealed = kc.execute(code, timeout=timeout, allow_stdin=False)
+        return Execution(sealed.reply, sealed.outputs)
     msg_id = kc.execute(code, allow_stdin=stdin is not None)
     outputs: list[dict] = []
     while True:

@@ -537,6 +537,22 @@ def test_failed_handshakes_close_their_comm_and_floods_are_bounded(pki: dcap_syn
     assert len(manager.status()["sessions"]) == 3
 
 
+def test_a_hello_flood_does_not_evict_the_owners_ready_session(pki: dcap_synth.Pki) -> None:
+    manager = ChannelManager(
+        dcap_synth.SynthAttester(pki), secret_sink=lambda n, v, s: None, max_sessions=3
+    )
+    owner, wire = connect(manager, pki, ref="owner")
+    for i in range(12):  # the relay's hellos, never finished
+        manager.on_open(f"relay{i}", BrowserClient().hello(), Wire())
+    assert [s.ref for s in manager.ready_sessions()] == ["owner"]
+    assert len(manager.status()["sessions"]) == 3
+    manager.on_message(
+        "owner",
+        owner.seal({"type": "secret", "request_id": None, "name": "still_here", "value": "v"}),
+    )
+    assert owner.open(wire.wait_for(3))["ok"] is True
+
+
 def test_too_many_concurrent_handshakes_are_told_busy(pki: dcap_synth.Pki) -> None:
     gate = threading.Event()
 

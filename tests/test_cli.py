@@ -90,7 +90,7 @@ def test_verify_hex_quote_and_unusable_input(tmp_path):
     garbage = tmp_path / "garbage.bin"
     garbage.write_bytes(b"\x03\x00" + b"\x00" * 100)
     bad = cli("verify", str(garbage), "--collateral", str(SGX_COLLATERAL))
-    assert bad.returncode == 1 and "cannot parse quote" in bad.stdout
+    assert bad.returncode == 2 and "cannot parse quote" in bad.stderr  # unusable input
     assert "Traceback" not in bad.stderr
 
 

@@ -152,6 +152,10 @@ def test_magics_in_a_real_ppml_kernel(tmp_path, monkeypatch):
     kc.start_channels()
     try:
         kc.wait_for_ready(timeout=120)
+        from ppml_kernel.channel.sealed_client import SealedKernelClient
+
+        owner = SealedKernelClient(kc, allow_simulated=True)
+        owner.attest()
         outputs = []
         for code in (
             "%load_ext ppml_kernel.magics.data",
@@ -161,9 +165,13 @@ def test_magics_in_a_real_ppml_kernel(tmp_path, monkeypatch):
             f"%ppml save t {tmp_path / 'saved'} --key nb-key",
             "print(t.count())",
         ):
-            ex = execute(kc, code, timeout=300)
+            ex = execute(owner, code, timeout=300)
             assert ex.status == "ok", ex.text()
             outputs.append(ex.text())
+        # A dataset key in the kernel switched sealed mode on: the relay's plain request
+        # (kc holds only the connection file) is refused.
+        refused = execute(kc, "print(t.count())")
+        assert refused.reply["content"]["ename"] == "PPMLSealedSessionRequired"
         text = "\n".join(outputs)
         assert "ppml:" not in text, text
         assert "Loaded" in text and "Showing the first 3 rows" in text and "250" in text

@@ -62,7 +62,7 @@ def test_kernel_info_names_ppml(kernel):
     content = reply["content"]
     assert content["implementation"] == "ppml"
     assert content["language_info"]["name"] == "python"
-    assert content["ppml"]["protocol_version"] == "ppml-attest/1"
+    assert content["ppml"]["protocol_version"] == "ppml-attest/2"
     assert content["ppml"]["tee"] == "simulated" and content["ppml"]["simulated"] is True
     assert "SIMULATED" in content["banner"]
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from conftest import load_vectors
 
 from ppml_kernel.attestation import Policy, PolicyError, parse_quote
+from ppml_kernel.attestation import policy as policy_module
 
 SGX = parse_quote(next(v for v in load_vectors() if v.name == "dcap-qvl/sgx_quote").quote)
 TDX = parse_quote(next(v for v in load_vectors() if v.name == "dcap-qvl/tdx_quote").quote)
@@ -87,12 +89,13 @@ def test_load_policy_and_reference_values(tmp_path):
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ('{"mrenclave": ["zz"]}', "mrenclave: 'zz' is not hex"),
-        ('{"mrenclave": ["00"]}', "is 1 bytes, expected 32"),
-        ('{"min_isv_svn": -1}', "min_isv_svn must be an integer"),
-        ('{"allowed_tcb_statuses": ["Fine"]}', "unknown status 'Fine'"),
-        ('{"allow_simulated": "yes"}', "allow_simulated must be true or false"),
-        ('{"mrenclve": []}', "unknown policy field"),
+        ('{"mrenclave": ["zz"]}', "mrenclave[0]: must be 64 hex digits, got 'zz'"),
+        ('{"mrenclave": ["00"]}', "mrenclave[0]: must be 64 hex digits"),
+        ('{"min_isv_svn": -1}', "min_isv_svn: must be an integer"),
+        ('{"allowed_tcb_statuses": ["Fine"]}', "unknown or forbidden status 'Fine'"),
+        ('{"allow_simulated": "yes"}', "allow_simulated: must be true or false"),
+        ('{"mrenclve": []}', "mrenclve: unknown key"),
+        ('{"tee": "sgx", "tee": "tdx"}', "tee: duplicate key"),
         ("[1]", "must be a JSON object"),
         ("{", "not valid JSON"),
     ],
@@ -108,3 +111,55 @@ def test_bad_policy_files_name_file_and_field(tmp_path, content, message):
 def test_missing_policy_file_named(tmp_path):
     with pytest.raises(PolicyError, match=r"cannot read policy file .*nope\.json"):
         Policy.load(tmp_path / "nope.json")
+
+
+# -- one format, one default, shared with the browser (issue 11 items 2, 3, 19) -----------
+DATA = Path(__file__).parent / "data"
+CASES = json.loads((DATA / "reference-values" / "cases.json").read_text())["cases"]
+SCHEMA = Path(__file__).parents[1] / "extensions" / "jupyterlab-ppml" / "schema" / "plugin.json"
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c["name"])
+def test_shared_reference_value_cases(case: dict) -> None:
+    """The same file drives extensions/jupyterlab-ppml/test/policy.test.ts."""
+    if "error" in case:
+        with pytest.raises(PolicyError) as info:
+            Policy.from_dict(case["input"])
+        assert case["error"] in str(info.value)
+    else:
+        assert Policy.from_dict(case["input"]).to_dict() == case["policy"]
+
+
+def test_default_policy_is_the_shared_file_and_the_browser_schema_default() -> None:
+    shared = json.loads((Path(policy_module.__file__).with_name("default-policy.json")).read_text())
+    assert Policy().to_dict() == shared == Policy.from_dict({}).to_dict()
+    assert shared["allowed_tcb_statuses"] == ["UpToDate", "SWHardeningNeeded"]
+    schema = json.loads(SCHEMA.read_text())
+    assert schema["properties"]["policy"]["default"] == shared
+
+
+def test_tee_kind_is_bound() -> None:
+    """SGX pins never admit a TD, TDX pins never an enclave, a named kind admits only itself."""
+    sgx_pinned = Policy.from_dict(
+        {"tee": "sgx", "mrenclave": [SGX.mrenclave], "mrsigner": SGX.mrsigner}
+    )
+    assert failed(sgx_pinned) == []
+    assert "tee" in failed(sgx_pinned, quote=TDX)
+    assert "tee" in failed(Policy(isv_prod_id=0), quote=TDX)
+    assert "tee" in failed(Policy(tee="tdx"))
+    assert failed(Policy(tee="tdx"), quote=TDX) == []
+    assert "tee" in failed(Policy(mrtd=(TDX.mr_td,)))
+    with pytest.raises(PolicyError, match="tee"):
+        Policy(tee="sgx", mrtd=(TDX.mr_td,))
+
+
+def test_tdx_pins_rtmrs_mrconfigid_and_mrowner() -> None:
+    assert len(TDX.rtmr) == 4 and TDX.mr_config_id and TDX.mr_owner
+    exact = {
+        "mrtd": TDX.mr_td, **{f"rtmr{i}": TDX.rtmr[i] for i in range(4)},
+        "mrconfigid": TDX.mr_config_id, "mrowner": TDX.mr_owner,
+    }
+    assert failed(Policy.from_dict(exact), quote=TDX) == []
+    for name in exact:
+        other = "f" * 96 if exact[name] != "f" * 96 else "e" * 96
+        assert failed(Policy.from_dict({**exact, name: [other]}), quote=TDX) == [name]

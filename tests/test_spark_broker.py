@@ -301,7 +301,7 @@ def test_expired_session_reattests(broker, driver, policy):
             "must be lists",
         ),
         ("/v1/keys", {"session": P.b64e(b"s" * 16), "keys": ["kek-1"]}, 401, "attest again"),
-        ("/v1/keys", {"session": P.b64e(b"s" * 16), "keys": ["\x00bad"]}, 400, "printable"),
+        ("/v1/keys", {"session": P.b64e(b"s" * 16), "keys": ["\x00bad"]}, 400, "invalid key id"),
         ("/v1/nothing", {}, 404, "no such endpoint"),
     ],
 )

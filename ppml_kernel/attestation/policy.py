@@ -4,18 +4,30 @@ A quote that verifies proves *which* code runs on *which* platform; the policy
 says whether that is code and a platform we want. Empty allow-lists mean "any",
 so the default policy checks the platform (TCB status, debug, simulation) but not
 the measurement; deployments pin measurements from the image build's reference
-values file (``ppml-reference-values/1``), which this loader also reads.
+values file (``ppml-reference-values/1``).
+
+Policy files, reference-values files and the browser's policy setting are one
+format with one set of rules (docs/protocol.md section 11), implemented here and in
+``extensions/jupyterlab-ppml/src/dcap/policy.ts`` and held together by the shared
+cases in ``tests/data/reference-values/cases.json``. The default policy is
+``default-policy.json`` next to this file; the browser's copy is tested equal to it.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+import re
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ppml_kernel.attestation.quote import QuoteInfo
 
-DEFAULT_ALLOWED_TCB_STATUSES: tuple[str, ...] = ("UpToDate", "SWHardeningNeeded")
+SCHEMA = "ppml-reference-values/1"
+DEFAULT_POLICY_FILE = Path(__file__).with_name("default-policy.json")
+DEFAULT_POLICY: dict[str, object] = json.loads(DEFAULT_POLICY_FILE.read_text(encoding="utf-8"))
+DEFAULT_ALLOWED_TCB_STATUSES: tuple[str, ...] = tuple(
+    DEFAULT_POLICY["allowed_tcb_statuses"]  # type: ignore[arg-type]
+)
 KNOWN_TCB_STATUSES: tuple[str, ...] = (
     "UpToDate",
     "SWHardeningNeeded",
@@ -25,6 +37,20 @@ KNOWN_TCB_STATUSES: tuple[str, ...] = (
     "OutOfDateConfigurationNeeded",
     "Revoked",
 )
+# Revoked fails verification itself; a policy can never allow it.
+ALLOWABLE_TCB_STATUSES: tuple[str, ...] = KNOWN_TCB_STATUSES[:-1]
+TEE_KINDS: tuple[str, ...] = ("sgx", "tdx")
+# Measurement allow-lists: key -> size in bytes, and which TEE kind they pin.
+SGX_HEX_FIELDS: dict[str, int] = {"mrenclave": 32, "mrsigner": 32}
+TDX_HEX_FIELDS: dict[str, int] = {
+    "mrtd": 48, "rtmr0": 48, "rtmr1": 48, "rtmr2": 48, "rtmr3": 48, "mrconfigid": 48, "mrowner": 48,
+}
+SGX_INT_FIELDS: tuple[str, ...] = ("isv_prod_id", "min_isv_svn")
+KEYS: frozenset[str] = frozenset(
+    {"schema", "comment", "tee", "allowed_tcb_statuses", "denied_advisories", "allow_simulated"}
+    | set(SGX_HEX_FIELDS) | set(TDX_HEX_FIELDS) | set(SGX_INT_FIELDS)
+)
+_ADVISORY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
 
 
 class PolicyError(ValueError):
@@ -45,83 +71,136 @@ def _allow_list(name: str, allowed: tuple[str, ...], actual: str | None) -> Chec
     return Check(name, actual in allowed, " | ".join(allowed), actual or "")
 
 
+def _unique(values: list[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(values))
+
+
 def _hex_list(name: str, value: object, size: int) -> tuple[str, ...]:
-    if value is None:
-        return ()
+    """A hex string or a list of them, each exactly ``size`` bytes; no prefix, no spaces."""
     items = [value] if isinstance(value, str) else value
-    if not isinstance(items, (list, tuple)):
-        raise PolicyError(f"{name} must be a hex string or a list of them")
+    if not isinstance(items, list):
+        raise PolicyError(f"{name}: must be a list of hex strings")
+    pattern = re.compile(f"^[0-9a-fA-F]{{{2 * size}}}$")
     out = []
-    for item in items:
-        text = str(item).strip().lower().removeprefix("0x")
-        try:
-            raw = bytes.fromhex(text)
-        except ValueError:
-            raise PolicyError(f"{name}: {item!r} is not hex") from None
-        if len(raw) != size:
-            raise PolicyError(f"{name}: {item!r} is {len(raw)} bytes, expected {size}")
-        out.append(text)
-    return tuple(out)
+    for i, item in enumerate(items):
+        if not isinstance(item, str) or not pattern.match(item):
+            raise PolicyError(f"{name}[{i}]: must be {2 * size} hex digits, got {item!r}")
+        out.append(item.lower())
+    return _unique(out)
 
 
-def _optional_int(name: str, value: object) -> int | None:
+def _optional_u16(name: str, value: object) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0xFFFF:
-        raise PolicyError(f"{name} must be an integer 0..65535, got {value!r}")
+        raise PolicyError(f"{name}: must be an integer 0..65535 or null, got {value!r}")
     return value
+
+
+def _statuses(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise PolicyError("allowed_tcb_statuses: must be a non-empty list")
+    for i, status in enumerate(value):
+        if status not in ALLOWABLE_TCB_STATUSES:
+            raise PolicyError(
+                f"allowed_tcb_statuses[{i}]: unknown or forbidden status {status!r} "
+                f"(one of {', '.join(ALLOWABLE_TCB_STATUSES)})"
+            )
+    return _unique(value)
+
+
+def _advisories(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise PolicyError("denied_advisories: must be a list of advisory ids")
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not _ADVISORY.match(item):
+            raise PolicyError(f"denied_advisories[{i}]: not an advisory id: {item!r}")
+    return _unique([a.upper() for a in value])
+
+
+def _implied_tee(tee: str | None, sgx_pinned: list[str], tdx_pinned: list[str]) -> str | None:
+    """The TEE kind a policy is bound to: named, or implied by the fields it pins."""
+    if tee is not None and tee not in TEE_KINDS:
+        raise PolicyError(f"tee: must be 'sgx', 'tdx' or null, got {tee!r}")
+    if sgx_pinned and tdx_pinned:
+        raise PolicyError(
+            f"tee: pins both SGX ({', '.join(sgx_pinned)}) and TDX ({', '.join(tdx_pinned)}) fields"
+        )
+    if tee == "sgx" and tdx_pinned:
+        raise PolicyError(f"tee: 'sgx' policy pins TDX field(s) {', '.join(tdx_pinned)}")
+    if tee == "tdx" and sgx_pinned:
+        raise PolicyError(f"tee: 'tdx' policy pins SGX field(s) {', '.join(sgx_pinned)}")
+    if tee is None:
+        tee = "sgx" if sgx_pinned else "tdx" if tdx_pinned else None
+    return tee
 
 
 @dataclass(frozen=True)
 class Policy:
-    """Allow-lists and limits applied after cryptographic verification."""
+    """Allow-lists and limits applied after cryptographic verification.
 
+    ``tee`` binds the policy to one TEE kind ("sgx" or "tdx"); pinning a field of
+    one kind implies it, so SGX pins never admit a TD and TDX pins never an enclave.
+    """
+
+    tee: str | None = None
     mrenclave: tuple[str, ...] = ()
     mrsigner: tuple[str, ...] = ()
-    mrtd: tuple[str, ...] = ()
     isv_prod_id: int | None = None
     min_isv_svn: int | None = None
+    mrtd: tuple[str, ...] = ()
+    rtmr0: tuple[str, ...] = ()
+    rtmr1: tuple[str, ...] = ()
+    rtmr2: tuple[str, ...] = ()
+    rtmr3: tuple[str, ...] = ()
+    mrconfigid: tuple[str, ...] = ()
+    mrowner: tuple[str, ...] = ()
     allowed_tcb_statuses: tuple[str, ...] = DEFAULT_ALLOWED_TCB_STATUSES
     denied_advisories: tuple[str, ...] = ()
     allow_simulated: bool = False
 
     def __post_init__(self) -> None:
         for status in self.allowed_tcb_statuses:
-            if status not in KNOWN_TCB_STATUSES:
-                known = ", ".join(KNOWN_TCB_STATUSES)
+            if status not in ALLOWABLE_TCB_STATUSES:
+                known = ", ".join(ALLOWABLE_TCB_STATUSES)
                 raise PolicyError(f"allowed_tcb_statuses: unknown status {status!r} ({known})")
+        sgx = [k for k in (*SGX_HEX_FIELDS, *SGX_INT_FIELDS) if getattr(self, k) not in ((), None)]
+        tdx = [k for k in TDX_HEX_FIELDS if getattr(self, k)]
+        object.__setattr__(self, "tee", _implied_tee(self.tee, sgx, tdx))
 
     # -- construction -------------------------------------------------------------
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> Policy:
-        """Build from a policy or reference-values mapping; unknown keys are an error."""
+    def from_dict(cls, data: object) -> Policy:
+        """Build from a policy or reference-values mapping; unknown keys are an error.
+
+        The rules are docs/protocol.md section 11; missing keys take the default
+        policy's values (``default-policy.json``).
+        """
         if not isinstance(data, dict):
             raise PolicyError("a policy must be a JSON object")
-        data = dict(data)
-        data.pop("schema", None)
-        data.pop("tee", None)
-        data.pop("comment", None)
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - KEYS)
         if unknown:
-            raise PolicyError(f"unknown policy field(s): {', '.join(unknown)}")
-        statuses = data.get("allowed_tcb_statuses", DEFAULT_ALLOWED_TCB_STATUSES)
-        if not isinstance(statuses, (list, tuple)):
-            raise PolicyError("allowed_tcb_statuses must be a list")
-        advisories = data.get("denied_advisories", ())
-        if not isinstance(advisories, (list, tuple)):
-            raise PolicyError("denied_advisories must be a list")
-        allow_sim = data.get("allow_simulated", False)
+            raise PolicyError(f"{unknown[0]}: unknown key (known: {', '.join(sorted(KEYS))})")
+        merged = {**DEFAULT_POLICY, **data}
+        if "schema" in data and data["schema"] != SCHEMA:
+            raise PolicyError(f"schema: must be {SCHEMA!r}, got {data['schema']!r}")
+        if "comment" in data and not isinstance(data["comment"], str):
+            raise PolicyError("comment: must be a string")
+        tee = merged["tee"]
+        if tee is not None and not isinstance(tee, str):
+            raise PolicyError(f"tee: must be 'sgx', 'tdx' or null, got {tee!r}")
+        allow_sim = merged["allow_simulated"]
         if not isinstance(allow_sim, bool):
-            raise PolicyError("allow_simulated must be true or false")
+            raise PolicyError("allow_simulated: must be true or false")
+        sizes = {**SGX_HEX_FIELDS, **TDX_HEX_FIELDS}
+        hexes = {k: _hex_list(k, merged[k], n) for k, n in sizes.items()}
+        ints = {k: _optional_u16(k, merged[k]) for k in SGX_INT_FIELDS}
         return cls(
-            mrenclave=_hex_list("mrenclave", data.get("mrenclave"), 32),
-            mrsigner=_hex_list("mrsigner", data.get("mrsigner"), 32),
-            mrtd=_hex_list("mrtd", data.get("mrtd"), 48),
-            isv_prod_id=_optional_int("isv_prod_id", data.get("isv_prod_id")),
-            min_isv_svn=_optional_int("min_isv_svn", data.get("min_isv_svn")),
-            allowed_tcb_statuses=tuple(str(s) for s in statuses),
-            denied_advisories=tuple(str(a).upper() for a in advisories),
+            tee=tee,  # type: ignore[arg-type]
+            **hexes,
+            **ints,
+            allowed_tcb_statuses=_statuses(merged["allowed_tcb_statuses"]),
+            denied_advisories=_advisories(merged["denied_advisories"]),
             allow_simulated=allow_sim,
         )
 
@@ -130,17 +209,20 @@ class Policy:
         """Read a JSON policy (or reference-values) file; errors name the file."""
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(), object_pairs_hook=_no_duplicates)
         except OSError as exc:
             raise PolicyError(f"cannot read policy file {path}: {exc.strerror}") from None
         except json.JSONDecodeError as exc:
             raise PolicyError(f"policy file {path} is not valid JSON: {exc}") from None
+        except PolicyError as exc:
+            raise PolicyError(f"policy file {path}: {exc}") from None
         try:
             return cls.from_dict(data)
         except PolicyError as exc:
             raise PolicyError(f"policy file {path}: {exc}") from None
 
     def to_dict(self) -> dict[str, object]:
+        """The normalized document (every key, as in default-policy.json)."""
         data = asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
 
@@ -181,12 +263,12 @@ class Policy:
                     ", ".join(denied) or "none denied",
                 )
             )
+        if self.tee is not None:
+            checks.append(Check("tee", quote.tee.lower() == self.tee, self.tee.upper(), quote.tee))
         if quote.tee == "SGX":
             checks += self._sgx_checks(quote)
-        elif self.mrtd:
-            checks.append(_allow_list("mrtd", self.mrtd, quote.mr_td))
-        elif self.mrenclave or self.mrsigner:
-            checks.append(Check("tee", False, "SGX (policy pins MRENCLAVE/MRSIGNER)", quote.tee))
+        else:
+            checks += self._tdx_checks(quote)
         return checks
 
     def _sgx_checks(self, quote: QuoteInfo) -> list[Check]:
@@ -209,6 +291,31 @@ class Policy:
             checks.append(
                 Check("isv_svn", svn >= self.min_isv_svn, f">= {self.min_isv_svn}", str(svn))
             )
-        if self.mrtd:
-            checks.append(Check("tee", False, "TDX (policy pins MRTD)", quote.tee))
         return checks
+
+    def _tdx_checks(self, quote: QuoteInfo) -> list[Check]:
+        rtmr = quote.rtmr if len(quote.rtmr) == 4 else ("",) * 4
+        actual = {
+            "mrtd": quote.mr_td,
+            "rtmr0": rtmr[0],
+            "rtmr1": rtmr[1],
+            "rtmr2": rtmr[2],
+            "rtmr3": rtmr[3],
+            "mrconfigid": quote.mr_config_id,
+            "mrowner": quote.mr_owner,
+        }
+        return [
+            _allow_list(name, getattr(self, name), actual[name])
+            for name in TDX_HEX_FIELDS
+            if getattr(self, name)
+        ]
+
+
+def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """json object hook: a key given twice is an error (never "last one wins")."""
+    out: dict[str, object] = {}
+    for key, value in pairs:
+        if key in out:
+            raise PolicyError(f"{key}: duplicate key")
+        out[key] = value
+    return out

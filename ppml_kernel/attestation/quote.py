@@ -50,6 +50,8 @@ class QuoteInfo:
     rtmr: tuple[str, ...] = field(default_factory=tuple)
     td_attributes: str | None = None
     mr_seam: str | None = None
+    mr_config_id: str | None = None
+    mr_owner: str | None = None
     xfam: str | None = None
     body: str = ""
 
@@ -133,6 +135,8 @@ def parse_quote(raw: bytes) -> QuoteInfo:
             rtmr=tuple(bytes(getattr(report, f"rt_mr{i}")).hex() for i in range(4)),
             td_attributes=td_attributes.hex(),
             mr_seam=bytes(report.mr_seam).hex(),
+            mr_config_id=bytes(report.mr_config_id).hex(),
+            mr_owner=bytes(report.mr_owner).hex(),
             xfam=bytes(report.xfam).hex(),
             **common,
         )

@@ -18,6 +18,7 @@ from ppml_kernel.attestation.anchors import TrustAnchor, intel_root, simulated_r
 from ppml_kernel.attestation.collateral import Collateral, CollateralClient, CollateralError
 from ppml_kernel.attestation.policy import Check, Policy
 from ppml_kernel.attestation.quote import QuoteInfo, QuoteParseError, parse_quote
+from ppml_kernel.attestation.qvl_errors import explain
 from ppml_kernel.attestation.result import VerificationResult
 
 
@@ -131,7 +132,9 @@ class Verifier:
         try:
             report = dcap_qvl.verify_with_root_ca(raw_quote, col.to_qvl(), anchor.der, now)
         except (ValueError, CollateralError) as exc:
-            return self._failed(info, anchor, now, "signature", str(exc), windows)
+            reason = explain(str(exc), windows, raw_quote=raw_quote, collateral_text=col.text,
+                             at=now)  # no Rust debug values in what people read
+            return self._failed(info, anchor, now, "signature", reason, windows)
 
         detail = json.loads(report.to_json())
         status = str(report.status)

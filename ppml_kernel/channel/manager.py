@@ -178,7 +178,13 @@ class ChannelManager:
             if close is not None:
                 self._closers[ref] = close
             while len(self._sessions) > self.max_sessions:
-                old_ref, (old, _) = self._sessions.popitem(last=False)
+                # A flood of hellos must not push owners' sessions out: the oldest
+                # session that is not ready goes first, a ready one only if all are.
+                old_ref = next(
+                    (r for r, (s, _) in self._sessions.items() if not s.ready and r != ref),
+                    next(iter(self._sessions)),
+                )
+                old, _ = self._sessions.pop(old_ref)
                 evicted.append((old, self._closers.pop(old_ref, None)))
         for old, old_close in evicted:
             old.close()

@@ -15,6 +15,7 @@ from ppml_kernel import __version__
 COMMAND_MODULES: tuple[str, ...] = (
     "ppml_kernel.cli.install",
     "ppml_kernel.cli.lab",
+    "ppml_kernel.cli.run",
     "ppml_kernel.cli.verify",
     "ppml_kernel.cli.sim",
     "ppml_kernel.cli.occlum",

@@ -33,6 +33,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="TEE the kernel runs in; 'auto' detects at start [simulated]",
     )
     p.add_argument(
+        "--sealed",
+        choices=("auto", "required"),
+        default="auto",
+        help="'required': refuse every unsealed request from the start (always so on real "
+        "TEEs); 'auto': a simulated kernel seals from its first secret or key [auto]",
+    )
+    p.add_argument(
         "--instance",
         metavar="DIR",
         help="Occlum instance directory (with --tee occlum: the kernel starts with 'occlum run')",
@@ -55,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
         spec = build_spec(args)
     except (ValueError, OSError) as exc:
         return fail(str(exc))
+    if getattr(args, "sealed", "auto") == "required":
+        spec.setdefault("env", {})["PPML_SEALED"] = "required"
+        spec.setdefault("metadata", {}).setdefault("ppml", {})["sealed"] = "required"
     prefix = args.prefix if args.prefix else (None if args.user else sys.prefix)
     try:
         path = install(spec, args.name, user=args.user, prefix=prefix)

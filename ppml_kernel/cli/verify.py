@@ -62,6 +62,11 @@ def run(args: argparse.Namespace) -> int:
     client = CollateralClient(args.pccs) if args.pccs else None
     verifier = Verifier(policy, simulated_pki_dir=args.sim_pki, collateral_client=client)
     result = verifier.verify(raw, collateral, at=args.at)
+    if result.stage == "parse":  # unusable input, not a quote that failed: exit 2
+        if args.json:
+            print(result.to_json())
+        reason = " ".join((result.error or "cannot parse quote").split())
+        return fail(f"{args.quote} is not a usable quote ({len(raw)} bytes): {reason}", 2)
     if args.json:
         print(result.to_json())
     else:

@@ -7,6 +7,11 @@ process (and whose uid is the kernel's). A worker sends a file's wrapped data ke
 gets the data key back; the KEK itself is never sent anywhere. Keys therefore appear in
 no option, plan, environment variable, command line or log.
 
+Where the kernel cannot learn a peer's pid (no ``SO_PEERCRED`` or no ``/proc``, e.g.
+macOS) it cannot tell Spark's workers from any other process of the same user, so the
+broker refuses to start unless ``$PPML_KEY_BROKER_PEERS=same-user`` (or
+``peers="same-user"``) accepts that weaker mode explicitly (docs/datasets.md).
+
 The socket path is not a secret. Workers find it through, in order, the ``keybroker``
 data source option, ``$PPML_KEY_BROKER`` (set before the JVM starts so it inherits it),
 or by walking their own ancestors for ``<tmp>/ppml-kernel-<uid>/broker-<pid>.sock``.
@@ -40,8 +45,13 @@ from ppml_kernel.data.errors import (
 )
 from ppml_kernel.data.format import WrappedKey
 from ppml_kernel.data.keys import KeyProvider, default_provider
+from ppml_kernel.keys.ids import KeyIdError, check_key_id
 
 ENV_VAR = "PPML_KEY_BROKER"
+ENV_PEERS = "PPML_KEY_BROKER_PEERS"
+PEERS_DESCENDANTS = "descendants"  # the kernel's uid and a descendant of the kernel (default)
+PEERS_SAME_USER = "same-user"  # any process of the kernel's user (weaker; must be chosen)
+PEER_MODES = (PEERS_DESCENDANTS, PEERS_SAME_USER)
 _MAX_MESSAGE = 1 << 16
 _LEN = struct.Struct(">I")
 _ERROR_TYPES: dict[str, type[DatasetKeyError]] = {
@@ -68,6 +78,33 @@ def _private_dir() -> Path:
         raise DatasetKeyError(f"{d} is accessible by other users (mode "
                               f"{stat.S_IMODE(st.st_mode):04o}); refusing to use it")
     return d
+
+
+def peer_pids_available() -> bool:
+    """True where the broker can learn a peer's pid and walk its ancestors (Linux)."""
+    return hasattr(socket, "SO_PEERCRED") and os.path.exists(f"/proc/{os.getpid()}/stat")
+
+
+def peer_mode(peers: str | None = None) -> str:
+    """The peer check to use: ``peers``, else ``$PPML_KEY_BROKER_PEERS``, else descendants.
+
+    Raises :class:`DatasetKeyError` for an unknown mode, and for the default mode on a
+    platform that cannot check it (it would silently answer every same-user process).
+    """
+    mode = (peers or os.environ.get(ENV_PEERS) or PEERS_DESCENDANTS).strip().lower()
+    if mode not in PEER_MODES:
+        raise DatasetKeyError(
+            f"${ENV_PEERS} (or peers=) must be one of {', '.join(PEER_MODES)}, got {mode!r}"
+        )
+    if mode == PEERS_DESCENDANTS and not peer_pids_available():
+        raise DatasetKeyError(
+            "the local key broker cannot tell which process is asking for keys on this "
+            "platform (no SO_PEERCRED peer credentials or no /proc), so it would answer "
+            "every process of this user; it does not start. To accept that weaker mode, "
+            f"set {ENV_PEERS}={PEERS_SAME_USER} before starting Spark (see docs/datasets.md), "
+            "or read with .option('keysource', 'keyfile')"
+        )
+    return mode
 
 
 def _ppid(pid: int) -> int | None:
@@ -159,11 +196,15 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     def check_peer(self, sock: socket.socket) -> str | None:
         """None if the peer may ask for keys, else the reason (sent back, never keys)."""
         if not hasattr(socket, "SO_PEERCRED"):
-            return None  # no peer credentials here: the 0700 directory is the guard
+            if self.broker.peers == PEERS_SAME_USER:
+                return None  # chosen explicitly: the 0700 directory is the only guard
+            return "this broker cannot check its peers here"  # not reached: it refuses to start
         raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         pid, uid, _gid = struct.unpack("3i", raw)
         if uid != os.getuid():
             return f"peer uid {uid} is not the kernel's uid"
+        if self.broker.peers == PEERS_SAME_USER:
+            return None
         if pid != os.getpid() and os.getpid() not in ancestors(pid):
             return f"process {pid} is not started by the kernel process"
         return None
@@ -174,15 +215,18 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         try:
             if op == "unwrap":
                 wrapped = WrappedKey(_unb64(req["kcv"]), _unb64(req["nonce"]), _unb64(req["ct"]))
-                key = provider.unwrap(req["key_id"], wrapped, _unb64(req["ctx"]))
+                key = provider.unwrap(check_key_id(req["key_id"]), wrapped, _unb64(req["ctx"]))
                 return {"ok": True, "key": _b64(key)}
             if op == "wrap":
-                w = provider.wrap(req["key_id"], _unb64(req["key"]), _unb64(req["ctx"]))
+                w = provider.wrap(check_key_id(req["key_id"]), _unb64(req["key"]),
+                                  _unb64(req["ctx"]))
                 return {"ok": True, "kcv": _b64(w.key_check), "nonce": _b64(w.nonce),
                         "ct": _b64(w.ciphertext)}
             if op == "key_ids":
                 return {"ok": True, "key_ids": provider.key_ids()}
             return {"ok": False, "error": "bad_request", "message": f"unknown op {op!r}"}
+        except KeyIdError as exc:
+            return {"ok": False, "error": "bad_request", "message": str(exc)}
         except UnknownKeyError as exc:
             return {"ok": False, "error": "unknown_key", "message": str(exc)}
         except WrongKeyError as exc:
@@ -198,7 +242,8 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 class LocalKeyBroker:
     """Serves wrap/unwrap for ``provider`` to the kernel's descendant processes."""
 
-    def __init__(self, provider: KeyProvider | None = None) -> None:
+    def __init__(self, provider: KeyProvider | None = None, *, peers: str | None = None) -> None:
+        self.peers = peer_mode(peers)  # before anything listens
         self.provider = provider if provider is not None else default_provider()
         self.path = str(_private_dir() / f"broker-{os.getpid()}.sock")
         if os.path.exists(self.path):
@@ -226,12 +271,13 @@ _broker: LocalKeyBroker | None = None
 _broker_lock = threading.Lock()
 
 
-def start_local_broker(provider: KeyProvider | None = None) -> LocalKeyBroker:
+def start_local_broker(provider: KeyProvider | None = None, *,
+                       peers: str | None = None) -> LocalKeyBroker:
     """Start (once per process) the broker and export its path for JVMs started later."""
     global _broker
     with _broker_lock:
         if _broker is None or _broker._server.fileno() < 0:
-            _broker = LocalKeyBroker(provider)
+            _broker = LocalKeyBroker(provider, peers=peers)
             atexit.register(_broker.close)
         elif provider is not None:
             _broker.provider = provider

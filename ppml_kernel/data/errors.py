@@ -75,5 +75,13 @@ class UnwrapError(DatasetKeyError):
         self.key_id = key_id
 
 
+class BadDataKeyError(DatasetKeyError):
+    """The key provider answered with something that cannot be this file's data key."""
+
+    def __init__(self, message: str, *, key_id: str) -> None:
+        super().__init__(message)
+        self.key_id = key_id
+
+
 class KeyFileError(DatasetKeyError):
     """A key file is missing, unreadable, malformed or too widely readable."""

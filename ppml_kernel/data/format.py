@@ -30,6 +30,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ppml_kernel.data.errors import (
+    BadDataKeyError,
     CorruptFileError,
     ExtendedFileError,
     HeaderTamperedError,
@@ -42,6 +43,7 @@ from ppml_kernel.data.errors import (
     WrongKeyError,
 )
 from ppml_kernel.data.sniff import describe_foreign
+from ppml_kernel.keys.ids import KEY_ID_MAX, check_key_id  # the one key-id rule
 
 FORMAT_NAME = "ppml-aead/1"
 MAGIC = b"\x89ppml-aead/1\r\n\x1a\n"
@@ -50,7 +52,6 @@ FIXED_SIZE = 64
 TAG_SIZE = 16
 NONCE_SIZE = 12
 DATA_KEY_SIZE = 32
-KEY_ID_MAX = 95
 KEY_CHECK_SIZE = 8
 WRAPPED_SIZE = DATA_KEY_SIZE + TAG_SIZE
 CIPHER_AES_256_GCM = 1
@@ -63,21 +64,8 @@ FILE_SUFFIX = ".ppml"
 _FIXED = struct.Struct(">16sHBBI12s28s")  # magic, header size, cipher, wrap, chunk, nonce, rsv
 _SLOT = struct.Struct(">B95s8s12s48s28s")  # key id len, key id, kcv, wrap nonce, wrapped, rsv
 _WRAP_CONTEXT = b"ppml-aead/1 data key\x00"
-_KEY_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:@/+-")
 
 assert _FIXED.size == FIXED_SIZE and FIXED_SIZE + _SLOT.size == HEADER_SIZE
-
-
-def check_key_id(key_id: str) -> str:
-    """Return ``key_id`` if it is a valid key id (1-95 safe ASCII characters), else raise."""
-    if not isinstance(key_id, str) or not 1 <= len(key_id) <= KEY_ID_MAX:
-        raise ValueError(f"a key id has 1 to {KEY_ID_MAX} characters, got {key_id!r}")
-    if not set(key_id) <= _KEY_ID_CHARS or key_id[0] in "._:@/+-":
-        raise ValueError(
-            f"invalid key id {key_id!r}: use letters, digits and . _ : @ / + - "
-            "(starting with a letter or digit)"
-        )
-    return key_id
 
 
 @dataclass(frozen=True)
@@ -210,9 +198,6 @@ def unwrap_data_key(header: Header, wrapper: KeyWrapper, source: str) -> bytes:
     kid = header.key_id
     try:
         key = wrapper.unwrap(kid, header.wrapped, header.wrap_context())
-        if len(key) != DATA_KEY_SIZE:
-            raise UnwrapError("data key of the wrong size", key_id=kid)
-        return key
     except UnknownKeyError:
         raise UnknownKeyError(
             f"{source}: no key with key id {kid!r} is available (the file was encrypted "
@@ -230,6 +215,20 @@ def unwrap_data_key(header: Header, wrapper: KeyWrapper, source: str) -> bytes:
             f"{source}: header was modified: the data-key slot does not authenticate "
             f"under key {kid!r} although that key matches the file's key check value"
         ) from None
+    if not isinstance(key, (bytes, bytearray)) or len(key) != DATA_KEY_SIZE:
+        # The slot authenticated (or the provider never checked it): the header is fine,
+        # the provider (or the program that wrote the file) is not. Never show the bytes.
+        got = (f"a {len(key)}-byte data key" if isinstance(key, (bytes, bytearray))
+               else f"a {type(key).__name__} instead of a data key")
+        describe = getattr(wrapper, "describe", None)
+        who = describe() if callable(describe) else type(wrapper).__name__
+        raise BadDataKeyError(
+            f"{source}: the key provider ({who}) returned {got} for key id {kid!r}; a "
+            f"{FORMAT_NAME} data key is {DATA_KEY_SIZE} bytes, so the provider (or the "
+            "program that wrote this file) is faulty, not the file's header",
+            key_id=kid,
+        )
+    return bytes(key)
 
 
 # --------------------------------------------------------------------------- chunk crypto
@@ -378,6 +377,9 @@ class EncryptedFile:
         self.close()
 
     def close(self) -> None:
+        """Close the file and wipe the plaintext buffer (the last chunk read stays in it)."""
+        self._plain[:] = bytes(len(self._plain))
+        self._cached = None
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -522,19 +524,22 @@ def iter_plaintext(src: BinaryIO, wrapper: KeyWrapper, source: str) -> Iterator[
     if cur == 0:
         raise TruncatedFileError(f"{source} is truncated: it has a header but no chunks")
     index = 0
-    while True:
-        nxt = _fill(src, bufs[1]) if cur == stride else 0
-        final = nxt == 0
-        if cur < TAG_SIZE:
-            raise CorruptFileError(
-                f"{source} is truncated or extended: a {cur}-byte fragment after chunk "
-                f"{index - 1}"
-            )
-        yield cipher.open_into(index, final, memoryview(bufs[0])[:cur], plain)
-        if final:
-            return
-        bufs.reverse()
-        cur, index = nxt, index + 1
+    try:
+        while True:
+            nxt = _fill(src, bufs[1]) if cur == stride else 0
+            final = nxt == 0
+            if cur < TAG_SIZE:
+                raise CorruptFileError(
+                    f"{source} is truncated or extended: a {cur}-byte fragment after chunk "
+                    f"{index - 1}"
+                )
+            yield cipher.open_into(index, final, memoryview(bufs[0])[:cur], plain)
+            if final:
+                return
+            bufs.reverse()
+            cur, index = nxt, index + 1
+    finally:
+        plain[:] = bytes(len(plain))  # done, failed or abandoned: no plaintext stays behind
 
 
 def _fill(src: BinaryIO, buf: bytearray) -> int:

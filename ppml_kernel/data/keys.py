@@ -36,9 +36,9 @@ from ppml_kernel.data.format import (
     KEY_CHECK_SIZE,
     NONCE_SIZE,
     WrappedKey,
-    check_key_id,
 )
 from ppml_kernel.data.secrets import SecretStore, default_store
+from ppml_kernel.keys.ids import check_key_id
 
 KEK_SIZE = 32
 KEY_FILE_FORMAT = "ppml-key/1"

@@ -7,6 +7,7 @@ source; the default provider is the kernel's in-memory secret store.
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -65,7 +66,10 @@ def write_pandas(df: pd.DataFrame, path: str | os.PathLike[str], key: str,
     if os.path.exists(target) and not overwrite:
         raise DatasetError(f"{target} exists (pass overwrite=True to replace it)")
     table = pa.Table.from_pandas(df, preserve_index=False)
-    tmp = os.path.join(os.path.dirname(target) or ".", f".{os.path.basename(target)}.tmp")
+    # Named by pid and a random suffix: concurrent writers (other kernels, forked workers)
+    # and a temp file left by a crashed one never collide, and no one can plant it ahead.
+    tmp = os.path.join(os.path.dirname(target) or ".",
+                       f".{os.path.basename(target)}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
     try:
         write_batches(table.to_batches(), tmp, format, table.schema, provider or
                       default_provider(), key, {k.lower(): str(v) for k, v in options.items()})

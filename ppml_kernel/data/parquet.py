@@ -33,10 +33,11 @@ from ppml_kernel.data.errors import (
     UnwrapError,
     WrongKeyError,
 )
-from ppml_kernel.data.format import MAGIC, EncryptedFile, WrappedKey, check_key_id
+from ppml_kernel.data.format import MAGIC, EncryptedFile, WrappedKey
 from ppml_kernel.data.keys import KeyProvider
 from ppml_kernel.data.pme_spark import KMS_INSTANCE
 from ppml_kernel.data.sniff import PME_MAGIC, describe_foreign
+from ppml_kernel.keys.ids import check_key_id
 
 _CONTEXT = b"ppml parquet modular encryption\x00"
 

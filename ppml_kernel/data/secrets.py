@@ -15,6 +15,8 @@ import binascii
 import json
 import threading
 
+from ppml_kernel.keys.ids import is_key_id
+
 KEK_BYTES = 32
 
 
@@ -100,7 +102,9 @@ class KernelKeyStore(SecretStore):
         browser = self._browser()
         if browser is not None:
             for n in browser.names():  # type: ignore[attr-defined]
-                if n not in names and parse_kek_text(browser.get(n)) is not None:  # type: ignore[attr-defined]
+                if n in names or not is_key_id(n):  # only names a file header can carry
+                    continue
+                if parse_kek_text(browser.get(n)) is not None:  # type: ignore[attr-defined]
                     names.add(n)
         return sorted(names)
 

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from ppml_kernel.data.errors import DatasetError
 from ppml_kernel.data.files import choose_split_bytes, file_info, list_files
-from ppml_kernel.data.format import HEADER_SIZE, Header, check_key_id
+from ppml_kernel.data.format import HEADER_SIZE, Header
 from ppml_kernel.data.sniff import PME_MAGIC
+from ppml_kernel.keys.ids import check_key_id
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable
@@ -260,7 +261,12 @@ class SealingGate:
         reply_type = _reply_type(msg["header"].get("msg_type", ""))
         if reply_type is None:
             return
-        content = {"status": "error", "ename": ename, "evalue": text, "traceback": [text]}
+        content = {
+            "status": "error",
+            "ename": ename,
+            "evalue": text,
+            "traceback": [f"{ename}: {text}"],
+        }
         if reply_type == "execute_reply":
             content["execution_count"] = None
             self._send(
@@ -379,10 +385,13 @@ def install(kernel: Any, manager: ChannelManager, *, real_tee: bool) -> SealingG
     """Attach a :class:`SealingGate` to ``kernel``: wrap its session and control handlers."""
 
     def holds_secrets() -> bool:
-        from ppml_kernel.data.secrets import default_store
         from ppml_kernel.secrets import STORE
 
-        return bool(STORE.names()) or bool(default_store().names())
+        if STORE.names():
+            return True
+        # Dataset keys: only if the data layer was ever loaded (an idle kernel stays light).
+        data_secrets = sys.modules.get("ppml_kernel.data.secrets")
+        return bool(data_secrets is not None and data_secrets.default_store().names())
 
     required = real_tee or os.environ.get(SEALED_ENV, "auto").strip().lower() == "required"
     gate = SealingGate(kernel, manager, required=required, holds_secrets=holds_secrets)

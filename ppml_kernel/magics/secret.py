@@ -52,6 +52,20 @@ def _describe(kernel: Any, verdict: dict[str, Any]) -> tuple[str, str]:
     return f"the browser-verified {tee} enclave session ({verdict.get('status', '?')})", "info"
 
 
+def _store_answer(name: str, answer: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+    """Store the value as it arrives and return only the verdict.
+
+    The plaintext is never bound to a name in :func:`run_secret`, so a traceback's
+    locals (``%xmode verbose``, ``%debug``) of the magic cannot show it; this frame
+    drops its reference even when storing fails.
+    """
+    try:
+        STORE.put(name, answer[0], "browser")
+        return answer[1]
+    finally:
+        del answer
+
+
 def run_secret(ctx: MagicContext, args: argparse.Namespace) -> Note:
     """Ask the browser for ``args.name`` and keep it in kernel memory."""
     try:
@@ -67,10 +81,9 @@ def run_secret(ctx: MagicContext, args: argparse.Namespace) -> Note:
             "receive secrets safely"
         )
     try:
-        value, verdict = manager.request_secret_from(name, args.prompt, args.timeout)
+        verdict = _store_answer(name, manager.request_secret_from(name, args.prompt, args.timeout))
     except ChannelError as exc:
         raise MagicError(str(exc)) from None
-    STORE.put(name, value, "browser")
     how, level = _describe(ctx.kernel, verdict)
     return Note(
         f"Secret {name!r} arrived end-to-end encrypted through {how} and is kept in kernel "

@@ -13,9 +13,15 @@ grant and refusal goes to the :class:`~ppml_kernel.spark.audit.AuditLog`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
+import io
 import json
 import os
+import re
 import secrets
+import socket
+import struct
 import threading
 import time
 from collections import OrderedDict, deque
@@ -159,6 +165,83 @@ class _Request:
         self.name = f"{who} on {where} (pid {self.pid or '?'})"
 
 
+class _NonceBook:
+    """Issues nonces and accepts each one once, keeping 1 bit per nonce issued in the last TTL.
+
+    A nonce is ``expiry (8) || counter (8) || HMAC-SHA256(book key, both)[:16]``: the
+    broker can check that it issued it, and when it expires, without remembering it.
+    Only *use* is recorded, in a bitmap indexed by counter. So a flood of unauthenticated
+    hellos costs the broker one MAC each and cannot evict another worker's nonce; the
+    bitmap is bounded by :attr:`WINDOW` counters (2 MiB), which a flooder would have to
+    request within one TTL before anyone else's nonce were forgotten (then refused,
+    never accepted twice).
+    """
+
+    WINDOW = 1 << 24
+    _BODY = struct.Struct(">QQ")
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._key = secrets.token_bytes(32)
+        self._lock = threading.Lock()
+        self._next = 0  # the counter of the next nonce
+        self._floor = 0  # counters below it are refused (expired), a multiple of 8
+        self._used = bytearray()  # bit i set: counter floor + i was used
+        self._groups: deque[list[float]] = deque()  # [first counter, latest expiry], ~1 s each
+
+    def _tag(self, body: bytes) -> bytes:
+        return hmac.new(self._key, body, hashlib.sha256).digest()[:16]
+
+    def issue(self, now: float) -> bytes:
+        expires = now + self.ttl
+        with self._lock:
+            self._advance(now)
+            counter = self._next
+            self._next += 1
+            if not self._groups or self._groups[-1][1] < expires - 1.0:
+                self._groups.append([counter, expires])
+            else:
+                self._groups[-1][1] = expires
+            if self._next - self._floor > self.WINDOW:  # only under an absurd flood
+                self._move_floor(self._next - self.WINDOW)
+        body = self._BODY.pack(int(expires * 1000), counter)
+        return body + self._tag(body)
+
+    def take(self, nonce: bytes, now: float) -> bool:
+        """True exactly once for a nonce this book issued and that has not expired."""
+        if len(nonce) != P.NONCE_SIZE:
+            return False
+        body, tag = nonce[:16], nonce[16:]
+        if not hmac.compare_digest(tag, self._tag(body)):
+            return False
+        expires_ms, counter = self._BODY.unpack(body)
+        if expires_ms < now * 1000:
+            return False
+        with self._lock:
+            self._advance(now)
+            if not self._floor <= counter < self._next:
+                return False
+            index, bit = divmod(counter - self._floor, 8)
+            if index >= len(self._used):
+                self._used.extend(bytes(index + 1 - len(self._used)))
+            if self._used[index] >> bit & 1:
+                return False
+            self._used[index] |= 1 << bit
+            return True
+
+    def _advance(self, now: float) -> None:
+        """Forget the bits of counters that have all expired."""
+        while self._groups and self._groups[0][1] < now:
+            self._groups.popleft()
+        self._move_floor(int(self._groups[0][0]) if self._groups else self._next)
+
+    def _move_floor(self, counter: int) -> None:
+        counter -= counter % 8
+        if counter > self._floor:
+            del self._used[: (counter - self._floor) // 8]
+            self._floor = counter
+
+
 class BrokerError(RuntimeError):
     """The broker could not start (no evidence for itself, port in use, ...)."""
 
@@ -180,7 +263,6 @@ class KeyBroker:
         wrapper: Wrapper | None = None,
         nonce_ttl: float = 120.0,
         session_ttl: float = 3600.0,
-        max_nonces: int = 4096,
         max_sessions: int = 4096,
         max_connections: int = 32,
         io_timeout: float = 10.0,
@@ -195,13 +277,12 @@ class KeyBroker:
         self.wrapper = wrapper or dataset_wrapper(keys)
         self.nonce_ttl = nonce_ttl
         self.session_ttl = session_ttl
-        self.max_nonces = max_nonces
         self.max_sessions = max_sessions
         self.max_connections = max_connections
         self.io_timeout = io_timeout
         self._verifier = verifier
         self._lock = threading.Lock()
-        self._nonces: OrderedDict[bytes, float] = OrderedDict()
+        self._nonces = _NonceBook(nonce_ttl)
         self._sessions: OrderedDict[bytes, _Session] = OrderedDict()
         self._attestations: deque[Attestation] = deque(maxlen=10000)
         self._server: _Server | None = None
@@ -235,7 +316,7 @@ class KeyBroker:
                 raise BrokerError(f"the driver cannot attest its key broker: {exc}") from None
         self._prepare_verifier()
         try:
-            server = _Server((self.host, self._port), _handler_for(self), self.max_connections)
+            server = _Server((self.host, self._port), _handler_for(self), self)
         except OSError as exc:
             raise BrokerError(
                 f"the key broker cannot listen on {self.host}:{self._port}: {exc.strerror}"
@@ -258,7 +339,7 @@ class KeyBroker:
             self._thread.join(5)
             self._thread = None
         with self._lock:
-            self._nonces.clear()
+            self._nonces = _NonceBook(self.nonce_ttl)  # a new key: no old nonce opens again
             self._sessions.clear()
 
     @property
@@ -323,14 +404,12 @@ class KeyBroker:
 
     # -- protocol: hello ----------------------------------------------------------
     def hello(self) -> dict[str, object]:
-        """A fresh nonce plus the broker key and the driver's evidence for it."""
-        nonce = secrets.token_bytes(P.NONCE_SIZE)
-        now = time.time()
-        with self._lock:
-            self._expire(now)
-            while len(self._nonces) >= self.max_nonces:
-                self._nonces.popitem(last=False)
-            self._nonces[nonce] = now + self.nonce_ttl
+        """A fresh nonce plus the broker key and the driver's evidence for it.
+
+        The broker stores nothing per hello (see :class:`_NonceBook`), so no number of
+        unauthenticated hellos can push out a nonce another worker is about to use.
+        """
+        nonce = self._nonces.issue(time.time())
         return {
             "version": P.VERSION,
             "nonce": P.b64e(nonce),
@@ -340,15 +419,11 @@ class KeyBroker:
         }
 
     def _expire(self, now: float) -> None:
-        for nonce in [n for n, exp in self._nonces.items() if exp < now]:
-            del self._nonces[nonce]
         for sid in [s for s, sess in self._sessions.items() if sess.expires < now]:
             del self._sessions[sid]
 
     def _take_nonce(self, nonce: bytes) -> bool:
-        with self._lock:
-            expires = self._nonces.pop(nonce, None)
-        return expires is not None and expires >= time.time()
+        return self._nonces.take(nonce, time.time())
 
     # -- protocol: attest ---------------------------------------------------------
     def attest(self, body: dict[str, Any], peer: str) -> tuple[int, dict[str, object]]:
@@ -462,6 +537,9 @@ class KeyBroker:
                 del self._sessions[sid]
                 session = None
         if session is None:
+            self.audit.record(AuditEvent(time.time(), REFUSE, "unknown executor", peer, False,
+                                         reason="unknown or expired session; attest again",
+                                         key_ids=tuple(kek_ids)))
             return 401, {"error": "unknown or expired session; attest again", "reattest": True}
         # Audited under the identity the session attested with, not a new claim in the body.
         grants, refused = self._grant(session, peer, kek_ids, unwraps, wraps)
@@ -537,11 +615,21 @@ class KeyBroker:
                 return self.attest(body, peer)
             if path == "/v1/keys":
                 return self.keys_for_session(body, peer)
+            self._malformed(peer, f"no such endpoint {P.clean_text(path, 64)!r}")
             return 404, {"error": f"no such endpoint {P.clean_text(path, 64)!r}"}
         except P.ProtocolError as exc:
-            self.audit.record(AuditEvent(time.time(), ERROR, "unknown executor", peer, False,
-                                         reason=f"malformed request: {exc}"))
+            self._malformed(peer, str(exc))
             return 400, {"error": f"malformed request: {exc}"}
+
+    def _malformed(self, peer: str, reason: str) -> None:
+        """Audit a request refused before any executor identity was known."""
+        self.audit.record(AuditEvent(time.time(), ERROR, "unknown executor", peer, False,
+                                     reason=f"malformed request: {P.clean_text(reason, 300)}"))
+
+    def _refused_transport(self, peer: str, reason: str) -> None:
+        """Audit a connection refused or dropped (busy, too slow)."""
+        self.audit.record(AuditEvent(time.time(), REFUSE, "unknown executor", peer, False,
+                                     reason=reason))
 
     def attestations(self, probe: str | None = None) -> list[Attestation]:
         with self._lock:
@@ -609,12 +697,12 @@ def _key_requests(body: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]
         raise P.ProtocolError("'keys' and 'unwrap' must be lists")
     if len(keys) + len(unwraps) > P.MAX_KEYS_PER_REQUEST:
         raise P.ProtocolError(f"at most {P.MAX_KEYS_PER_REQUEST} keys per request")
-    kek_ids = list(dict.fromkeys(P.check_key_id(k) for k in keys))
+    kek_ids = list(dict.fromkeys(P.check_key_id(k, f"keys[{i}]") for i, k in enumerate(keys)))
     parsed = []
     for i, item in enumerate(unwraps):
         if not isinstance(item, dict):
             raise P.ProtocolError(f"unwrap[{i}] must be an object")
-        key_id = P.check_key_id(item.get("key_id"))
+        key_id = P.check_key_id(item.get("key_id"), f"unwrap[{i}].key_id")
         wrapped = WrappedKeyFields(
             P.b64d(item.get("key_check"), f"unwrap[{i}].key_check", max_size=64),
             P.b64d(item.get("nonce"), f"unwrap[{i}].nonce", max_size=64),
@@ -636,7 +724,7 @@ def _wrap_requests(body: dict[str, Any]) -> list[dict[str, Any]]:
     for i, item in enumerate(items):
         if not isinstance(item, dict):
             raise P.ProtocolError(f"wrap[{i}] must be an object")
-        key_id = P.check_key_id(item.get("key_id"))
+        key_id = P.check_key_id(item.get("key_id"), f"wrap[{i}].key_id")
         nonce = P.b64d(item.get("nonce"), f"wrap[{i}].nonce", size=12)
         sealed = P.b64d(item.get("sealed"), f"wrap[{i}].sealed", max_size=1024)
         context = P.b64d(item.get("context", ""), f"wrap[{i}].context", max_size=4096)
@@ -706,20 +794,65 @@ def attestation_table(rows: list[Attestation], title: str) -> str:
 
 # -- transport ----------------------------------------------------------------------
 
+_LENGTH = re.compile(r"[0-9]{1,9}")
+
+
+@dataclass
+class _Conn:
+    """One accepted connection: who, and since when it has waited for a whole request."""
+
+    sock: socket.socket
+    peer: str
+    reading: bool = True
+    since: float = field(default_factory=time.monotonic)
+
 
 class _Server(ThreadingHTTPServer):
-    """A threaded HTTP server that refuses connections beyond a fixed number."""
+    """A threaded HTTP server with a fixed number of connection slots.
+
+    Slow clients cannot hold the slots: each request must arrive whole within the
+    broker's ``io_timeout`` (headers and body together, however slowly the bytes
+    trickle), and when every slot is taken a new connection takes the slot of the
+    connection that has waited longest for its request (if it has waited at least a
+    second). Only when every slot is busy with a request being answered, or with a
+    connection younger than that, is the newcomer answered 503. Every refusal is audited.
+    """
 
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 64
 
-    def __init__(self, address: tuple[str, int], handler: type, max_connections: int) -> None:
-        self._slots = threading.BoundedSemaphore(max_connections)
+    def __init__(self, address: tuple[str, int], handler: type, broker: KeyBroker) -> None:
+        self.broker = broker
+        self.max_connections = broker.max_connections
+        self.grace = min(1.0, broker.io_timeout / 2)
+        self._conns: dict[socket.socket, _Conn] = {}
+        self._conns_lock = threading.Lock()
         super().__init__(address, handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
+        peer = f"{client_address[0]}:{client_address[1]}"
+        victim: _Conn | None = None
+        with self._conns_lock:
+            if len(self._conns) >= self.max_connections:
+                victim = self._longest_waiting()
+                if victim is not None:
+                    del self._conns[victim.sock]
+            admitted = len(self._conns) < self.max_connections
+            if admitted:
+                self._conns[request] = _Conn(request, peer)
+        if victim is not None:
+            waited = time.monotonic() - victim.since
+            self.broker._refused_transport(
+                victim.peer, f"connection dropped: no complete request after {waited:.1f} s "
+                f"while all {self.max_connections} connection slots were taken"
+            )
+            with contextlib.suppress(OSError):
+                victim.sock.shutdown(socket.SHUT_RDWR)  # its thread sees EOF and ends
+        if not admitted:
+            self.broker._refused_transport(
+                peer, f"busy: all {self.max_connections} connection slots are answering requests"
+            )
             with contextlib.suppress(OSError):
                 request.sendall(
                     b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
@@ -729,14 +862,56 @@ class _Server(ThreadingHTTPServer):
             return
         super().process_request(request, client_address)
 
+    def _longest_waiting(self) -> _Conn | None:
+        now = time.monotonic()
+        waiting = [c for c in self._conns.values() if c.reading and now - c.since >= self.grace]
+        return min(waiting, key=lambda c: c.since) if waiting else None
+
+    def admitted(self, request: Any) -> bool:
+        """False once the connection's slot was given to another (it is being closed)."""
+        with self._conns_lock:
+            return request in self._conns
+
+    def mark(self, request: Any, reading: bool) -> None:
+        """A request is now being waited for (``reading``) or answered."""
+        with self._conns_lock:
+            conn = self._conns.get(request)
+            if conn is not None:
+                conn.reading = reading
+                conn.since = time.monotonic()
+
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            with self._conns_lock:
+                self._conns.pop(request, None)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Never print tracebacks to the kernel's stderr; the handler already answered."""
+
+
+class _DeadlineReader(io.RawIOBase):
+    """Socket reads that share one deadline per request (a per-read timeout would let a
+    client that sends one byte every few seconds hold its connection for ever)."""
+
+    def __init__(self, sock: socket.socket, handler: Any) -> None:
+        super().__init__()
+        self._sock = sock
+        self._handler = handler
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:  # type: ignore[override]
+        left = self._handler.deadline - time.monotonic()
+        if left <= 0:
+            raise self._handler.timed_out()
+        self._sock.settimeout(left)
+        try:
+            return self._sock.recv_into(buffer)
+        except TimeoutError:
+            raise self._handler.timed_out() from None
 
 
 def _handler_for(broker: KeyBroker) -> type[BaseHTTPRequestHandler]:
@@ -746,57 +921,116 @@ def _handler_for(broker: KeyBroker) -> type[BaseHTTPRequestHandler]:
         sys_version = ""
         timeout = broker.io_timeout
         disable_nagle_algorithm = True  # headers and body in separate writes: no 40 ms stall
+        server: _Server
+        deadline = 0.0
+
+        def setup(self) -> None:
+            super().setup()
+            self.peer = f"{self.client_address[0]}:{self.client_address[1]}"
+            self.rfile.close()  # the plain socket reader; reads go through the deadline
+            self.rfile = io.BufferedReader(_DeadlineReader(self.connection, self))
+
+        def handle_one_request(self) -> None:
+            """One request, which must arrive whole within ``io_timeout`` from now."""
+            self.deadline = time.monotonic() + broker.io_timeout
+            self.server.mark(self.request, reading=True)
+            super().handle_one_request()
+
+        def timed_out(self) -> TimeoutError:
+            if self.server.admitted(self.request):  # a dropped one was audited when dropped
+                broker._refused_transport(
+                    self.peer, f"connection dropped: no complete request within "
+                    f"{broker.io_timeout:g} s"
+                )
+            return TimeoutError("request not complete in time")
 
         def log_message(self, format: str, *args: Any) -> None:
             """Requests are audited by the broker; no access log on stderr."""
 
+        def send_error(self, code: int, message: str | None = None,
+                       explain: str | None = None) -> None:
+            """The http.server's own refusals (bad request line, headers, method) are audited."""
+            self.close_connection = True
+            if not self.server.admitted(self.request):
+                return  # its slot was given away mid-request: audited then, nothing to say
+            reason = P.clean_text(message or self.responses.get(code, ("",))[0], 120)
+            broker._malformed(self.peer, f"HTTP {code}: {reason}")
+            self.request_version = "HTTP/1.1"  # answer with a status line, even to junk
+            self._send(code, {"error": f"malformed request: {reason}"})
+
+        def _refuse(self, status: int, reason: str, *, close: bool = False) -> None:
+            broker._malformed(self.peer, f"{reason} ({self.command} {self._path()})")
+            if close:
+                self.close_connection = True
+            self._send(status, {"error": f"malformed request: {reason}"})
+
+        def _path(self) -> str:
+            return P.clean_text(getattr(self, "path", ""), 64)
+
         def _send(self, status: int, payload: dict[str, object]) -> None:
             data = json.dumps(payload).encode("utf-8")
+            self.connection.settimeout(broker.io_timeout)  # writes get a fresh budget
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.send_header("Cache-Control", "no-store")
+            if self.close_connection:
+                self.send_header("Connection", "close")
             self.end_headers()
             self.wfile.write(data)
 
         def do_GET(self) -> None:
+            self.server.mark(self.request, reading=False)
             if self.path == "/v1/health":
                 self._send(200, {"ok": True, "version": P.VERSION})
             else:
-                self._send(405, {"error": "use POST"})
+                self._refuse(405, "use POST")
+
+        def _length(self) -> int | None:
+            """The body's length, or None after answering why the request is refused."""
+            if self.headers.get("Transfer-Encoding") is not None:
+                self._refuse(411, "Transfer-Encoding is not accepted; send Content-Length",
+                             close=True)
+                return None
+            values = self.headers.get_all("Content-Length") or []
+            if not values:
+                self._refuse(411, "Content-Length required", close=True)
+                return None
+            if len(values) > 1 or not _LENGTH.fullmatch(values[0].strip()):
+                self._refuse(400, "Content-Length must be one non-negative decimal integer",
+                             close=True)
+                return None
+            length = int(values[0])
+            if length > P.MAX_REQUEST_BYTES:
+                self._refuse(413, f"request larger than {P.MAX_REQUEST_BYTES} bytes", close=True)
+                return None
+            return length
 
         def do_POST(self) -> None:
-            peer = f"{self.client_address[0]}:{self.client_address[1]}"
-            length_text = self.headers.get("Content-Length")
-            try:
-                length = int(length_text) if length_text is not None else -1
-            except ValueError:
-                length = -1
-            if length < 0:
-                self.close_connection = True
-                self._send(411, {"error": "Content-Length required"})
-                return
-            if length > P.MAX_REQUEST_BYTES:
-                self.close_connection = True
-                self._send(413, {"error": f"request larger than {P.MAX_REQUEST_BYTES} bytes"})
+            length = self._length()
+            if length is None:
                 return
             raw = self.rfile.read(length)
             if len(raw) != length:
                 self.close_connection = True
+                if self.server.admitted(self.request):
+                    broker._malformed(self.peer, f"connection closed after {len(raw)} of "
+                                      f"{length} body bytes ({self._path()})")
                 return
+            self.server.mark(self.request, reading=False)
             try:
                 body = json.loads(raw) if raw else {}
             except (ValueError, UnicodeDecodeError):
-                self._send(400, {"error": "malformed request: body is not JSON"})
+                self._refuse(400, "body is not JSON")
                 return
             if not isinstance(body, dict):
-                self._send(400, {"error": "malformed request: body must be a JSON object"})
+                self._refuse(400, "body must be a JSON object")
                 return
             try:
-                status, payload = broker.dispatch(self.path, body, peer)
+                status, payload = broker.dispatch(self.path, body, self.peer)
             except Exception as exc:  # keep serving; say what kind of failure, not its data
                 broker.audit.record(
-                    AuditEvent(time.time(), ERROR, "unknown executor", peer, False,
+                    AuditEvent(time.time(), ERROR, "unknown executor", self.peer, False,
                                reason=f"internal error: {type(exc).__name__}")
                 )
                 status, payload = 500, {"error": f"internal error ({type(exc).__name__})"}

@@ -48,6 +48,13 @@ class BrokerUntrustedError(KeyClientError):
     """The broker did not prove it is the attested driver: no key is used from it."""
 
 
+class _NoAnswer(BrokerUnreachableError):
+    """A request that must not be resent went out, and no answer came back."""
+
+
+ATTEST_ROUNDS = 3  # hello + quote + attest, each round from a fresh nonce
+
+
 def executor_identity(tee: str = "") -> dict[str, str]:
     """Labels naming this worker process (untrusted; for messages, never for decisions).
 
@@ -197,8 +204,8 @@ class KeyClient:
                 digest = P.wrap_digest(key_id, nonce, sealed, bytes(context))
                 item = {"key_id": key_id, "nonce": P.b64e(nonce), "sealed": P.b64e(sealed),
                         "context": P.b64e(bytes(context))}
-                status, body = self._post(
-                    self._connect(), "/v1/keys",
+                status, body = self._call(
+                    "/v1/keys",
                     {"session": P.b64e(session.id), "wrap": [item]},
                 )
                 if status == 401 and attempt == 0:
@@ -253,8 +260,8 @@ class KeyClient:
 
     def _request(self, kek_ids: list[str], unwraps: list[dict[str, str]]) -> None:
         if self._session is not None:
-            status, body = self._post(
-                self._connect(), "/v1/keys",
+            status, body = self._call(
+                "/v1/keys",
                 {"session": P.b64e(self._session.id), "keys": kek_ids, "unwrap": unwraps},
             )
             if status == 200:
@@ -273,11 +280,25 @@ class KeyClient:
         host, port = _parse_address(self.address)
         return http.client.HTTPConnection(host, port, timeout=self.timeout)
 
+    def _call(self, path: str, body: dict[str, object]) -> tuple[int, dict[str, Any]]:
+        """One request on its own connection, closed afterwards (no socket left to GC)."""
+        conn = self._connect()
+        try:
+            return self._post(conn, path, body)
+        finally:
+            conn.close()
+
     def _post(self, conn: http.client.HTTPConnection, path: str,
-              body: dict[str, object]) -> tuple[int, dict[str, Any]]:
+              body: dict[str, object], *, resend: bool = True) -> tuple[int, dict[str, Any]]:
+        """POST and read the JSON answer; connection errors are retried only if ``resend``.
+
+        ``/v1/attest`` uses its nonce up when the broker reads it, so sending it again
+        after a lost answer can only be refused ("used nonce"): it is never resent
+        (:class:`_NoAnswer`), the caller starts over from hello instead.
+        """
         data = json.dumps(body).encode("utf-8")
         last: Exception | None = None
-        for attempt in range(3):
+        for attempt in range(3 if resend else 1):
             try:
                 conn.request("POST", path, body=data,
                              headers={"Content-Type": "application/json"})
@@ -299,7 +320,10 @@ class KeyClient:
             except (OSError, http.client.HTTPException) as exc:
                 last = exc
                 conn.close()
-                time.sleep(0.1 * (attempt + 1))
+                if resend:
+                    time.sleep(0.1 * (attempt + 1))
+        if not resend:
+            raise _NoAnswer(f"{type(last).__name__}: {last}")
         raise BrokerUnreachableError(
             f"{describe_executor(executor_identity())}: cannot reach the driver's key broker "
             f"at {self.address}: {type(last).__name__}: {last}"
@@ -316,6 +340,21 @@ class KeyClient:
 
     def _attest(self, kek_ids: list[str], unwraps: list[dict[str, str]],
                 probe: str = "") -> None:
+        """Attest and take the grants; a lost attest answer restarts from hello."""
+        for round_ in range(ATTEST_ROUNDS):
+            try:
+                return self._attest_once(kek_ids, unwraps, probe)
+            except _NoAnswer as exc:
+                last = exc
+                time.sleep(0.1 * (round_ + 1))
+        raise BrokerUnreachableError(
+            f"{describe_executor(executor_identity())}: the key broker at {self.address} "
+            f"never answered an attestation request ({ATTEST_ROUNDS} tries, each from a "
+            f"fresh hello and quote; last: {last})"
+        )
+
+    def _attest_once(self, kek_ids: list[str], unwraps: list[dict[str, str]],
+                     probe: str) -> None:
         from cryptography.hazmat.primitives.asymmetric import ec
         from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -324,6 +363,7 @@ class KeyClient:
         conn = self._connect()
         try:
             status, hello = self._post(conn, "/v1/hello", {})
+            conn.close()  # hold no broker slot while quoting; the attest reconnects
             if status != 200:
                 raise self._refusal(status, hello)
             timing.hello_ms = (time.perf_counter() - t0) * 1e3
@@ -358,7 +398,7 @@ class KeyClient:
             body["identity"] = executor_identity(tee)
             timing.quote_ms = (time.perf_counter() - t1) * 1e3
             t2 = time.perf_counter()
-            status, answer = self._post(conn, "/v1/attest", body)
+            status, answer = self._post(conn, "/v1/attest", body, resend=False)
             timing.attest_ms = (time.perf_counter() - t2) * 1e3
         finally:
             conn.close()

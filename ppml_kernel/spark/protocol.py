@@ -25,6 +25,8 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
+from ppml_kernel.keys import ids as _ids
+
 VERSION = 1
 WORKER_DOMAIN = b"ppml-kernel key-broker/1 worker\x00"
 DRIVER_DOMAIN = b"ppml-kernel key-broker/1 driver\x00"
@@ -37,7 +39,6 @@ PUBLIC_KEY_SIZE = 65  # uncompressed SEC1 P-256 point
 MAX_REQUEST_BYTES = 256 * 1024
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 MAX_KEYS_PER_REQUEST = 256
-MAX_KEY_ID_CHARS = 128
 MAX_FIELD_CHARS = 128
 
 KIND_KEK = "kek"  # a KEK by id (``fetch_key``)
@@ -170,13 +171,12 @@ def unpack_wrapped(data: bytes) -> WrappedKeyFields:
     return WrappedKeyFields(*parts)
 
 
-def check_key_id(value: object) -> str:
-    """A key id as the broker accepts it: printable text, bounded length."""
-    if not isinstance(value, str) or not 0 < len(value) <= MAX_KEY_ID_CHARS:
-        raise ProtocolError(f"a key id must be 1..{MAX_KEY_ID_CHARS} characters")
-    if not value.isprintable():
-        raise ProtocolError("a key id must be printable text")
-    return value
+def check_key_id(value: object, field: str = "key_id") -> str:
+    """A key id by the one rule of :mod:`ppml_kernel.keys.ids`; errors name the field."""
+    try:
+        return _ids.check_key_id(value)
+    except _ids.KeyIdError as exc:
+        raise ProtocolError(f"field {field!r}: {exc}") from None
 
 
 def clean_text(value: object, limit: int = MAX_FIELD_CHARS) -> str:

@@ -56,6 +56,17 @@ def stop_kernel(km: Any, *clients: Any) -> None:
     km.shutdown_kernel(now=True)
 
 
+def relay_client(km: Any) -> Any:
+    """Another client on the same connection file, with a session of its own (as the
+    Jupyter server has): two clients sharing one session id would share a ZMQ identity."""
+    from jupyter_client.session import Session
+
+    session = Session(key=km.session.key, signature_scheme=km.session.signature_scheme)
+    kc = km.client(session=session)
+    kc.start_channels()
+    return kc
+
+
 def owner_session(kc: Any, owner_key: Any, **kwargs: Any) -> SealedKernelClient:
     """A verified, sealed session of the owner holding ``owner_key``."""
     client = SealedKernelClient(kc, allow_simulated=True, owner_key=owner_key, **kwargs)

@@ -521,7 +521,219 @@ def synthetic(pki: s.Pki) -> tuple[dict, list[dict]]:
         else:
             add(cid, sc)
         setattr(pki, attr, saved)
+    strictness_cases(pki, base, add)
+    tdx_cases(pki, bases, cases)
     return bases, cases
+
+
+def tdx_cases(pki: s.Pki, bases: dict, cases: list[dict]) -> None:
+    """A synthetic TDX base: every platform x TDX module status, and QE statuses on TDX."""
+    base = s.tdx_scenario(pki)
+    bases["tdx"] = {
+        "quote": base.quote.hex(),
+        "collateral": base.collateral,
+        "root_der": pki.root_der.hex(),
+        "verify_at": pki.now,
+    }
+
+    def add(cid: str, sc: s.Scenario) -> None:
+        muts = [c_mut(k, op="set", value=v) for k, v in sc.collateral.items()
+                if base.collateral.get(k) != v]
+        case: dict[str, Any] = {"id": f"synthetic-tdx/{cid}", "base": {"synthetic": "tdx"}}
+        if sc.quote != base.quote:
+            case["quote"] = sc.quote.hex()
+        case["mutations"] = muts
+        cases.append(case)
+
+    add("unchanged", base)
+    for p in KNOWN_TCB_STATUSES:
+        for m in KNOWN_TCB_STATUSES:
+            add(
+                f"merge-platform-{p}-module-{m}",
+                s.tdx_scenario(
+                    pki,
+                    levels=[s.tdx_tcb_level(p, ["INTEL-SA-00001"])],
+                    module_levels=[s.qe_level(3, m, ["INTEL-SA-00002", "INTEL-SA-00001"])],
+                ),
+            )
+    for q in KNOWN_TCB_STATUSES:
+        add(
+            f"qe-{q}-platform-ConfigurationNeeded",
+            s.tdx_scenario(
+                pki,
+                levels=[s.tdx_tcb_level("ConfigurationNeeded")],
+                qe_levels=[s.qe_level(8, q, ["INTEL-SA-00003"])],
+            ),
+        )
+    add(
+        "module-isvsvn-second-level",
+        s.tdx_scenario(
+            pki,
+            module_levels=[
+                s.qe_level(3, "UpToDate"),
+                s.qe_level(2, "OutOfDate", ["INTEL-SA-00004"]),
+            ],
+            report_kwargs={"tee_tcb_svn": bytes([2, 1] + [2] * 14)},
+        ),
+    )
+    add(
+        "module-mrsigner-mismatch",
+        s.tdx_scenario(pki, report_kwargs={"mr_signer_seam": b"\x00" * 48}),
+    )
+    add(
+        "td-debug",
+        s.tdx_scenario(pki, report_kwargs={"td_attributes": bytes.fromhex("0100001000000000")}),
+    )
+    add(
+        "td-sept-ve-disable-clear",
+        s.tdx_scenario(pki, report_kwargs={"td_attributes": bytes(8)}),
+    )
+    def edited(cid: str, edit: Any) -> None:
+        info = json.loads(base.collateral["tcb_info"])
+        edit(info)
+        text = json.dumps(info, separators=(",", ":"))
+        col = {**base.collateral, "tcb_info": text}
+        col["tcb_info_signature"] = s.raw_sig(pki.tcb_key, text.encode()).hex()
+        add(cid, s.Scenario(base.quote, col, pki.root_der))
+
+    def set_date(path: str, value: str) -> Any:
+        def edit(info: dict) -> None:
+            levels = (
+                info["tcbLevels"] if path == "platform"
+                else info["tdxModuleIdentities"][0]["tcbLevels"]
+            )
+            levels[0]["tcbDate"] = value
+        return edit
+
+    # dcap-qvl parses the matched TDX levels' tcbDate (never SGX ones).
+    for where in ("platform", "module"):
+        edited(f"{where}-tcb-date-garbage", set_date(where, "garbage"))
+        edited(f"{where}-tcb-date-1969", set_date(where, "1969-12-31T23:59:59Z"))
+        edited(f"{where}-tcb-date-offset-24", set_date(where, "2024-03-13T00:00:00+24:00"))
+        edited(f"{where}-tcb-date-9999", set_date(where, "9999-12-31T23:59:59Z"))
+    edited("module-version-without-identities", lambda info: info.pop("tdxModuleIdentities"))
+    edited("module-identities-empty", lambda info: info.update(tdxModuleIdentities=[]))
+    # With a module version, TDX components 0 and 1 belong to the module identity.
+    for cid, first in (
+        ("tdx-components-0-1-skipped", [9, 9]),
+        ("tdx-component-2-checked", [3, 1, 3]),
+    ):
+        comps = first + [2] * (16 - len(first))
+        edited(
+            cid,
+            lambda info, comps=comps: info["tcbLevels"][0]["tcb"].update(
+                tdxtcbcomponents=[{"svn": c} for c in comps]
+            ),
+        )
+    add(
+        "tdx-components-below",
+        s.tdx_scenario(pki, levels=[s.tdx_tcb_level("UpToDate", tdx_svn=3)]),
+    )
+
+
+def strictness_cases(pki: s.Pki, base: s.Scenario, add: Any) -> None:
+    """Issue 11 items 4 and 5: dcap-qvl's status convergence and its parsing rules.
+
+    Every platform status with every QE status, and signed TCB Info / QE Identity texts
+    that a lax parser reads differently from serde_json and chrono (floats as integers,
+    duplicate keys, out-of-range UTC offsets, years before 1970, leap seconds), re-signed
+    with the synthetic TCB signing key so only the parsing decides.
+    """
+    now = pki.now
+    lvl = s.tcb_level
+    for p in KNOWN_TCB_STATUSES:
+        for q in KNOWN_TCB_STATUSES:
+            add(
+                f"merge-platform-{p}-qe-{q}",
+                s.scenario(
+                    pki,
+                    levels=[lvl([5] * 16, 13, p, ["INTEL-SA-00001", "INTEL-SA-00002"])],
+                    qe_kwargs={
+                        "levels": [s.qe_level(8, q, ["INTEL-SA-00003", "INTEL-SA-00001"])]
+                    },
+                ),
+            )
+
+    def signed(field: str, text: str) -> s.Scenario:
+        col = dict(base.collateral)
+        col[field] = text
+        col[f"{field}_signature"] = s.raw_sig(pki.tcb_key, text.encode()).hex()
+        return s.Scenario(base.quote, col, pki.root_der)
+
+    tcb = base.collateral["tcb_info"]
+    qe = base.collateral["qe_identity"]
+    issue, nxt = f'"issueDate":"{s.iso(now - DAY)}"', f'"nextUpdate":"{s.iso(now + 29 * DAY)}"'
+    assert issue in tcb and nxt in tcb and issue in qe
+    edits = {
+        "float-evaluation-number": (
+            '"tcbEvaluationDataNumber":17', '"tcbEvaluationDataNumber":17.0'
+        ),
+        "exponent-evaluation-number": (
+            '"tcbEvaluationDataNumber":17', '"tcbEvaluationDataNumber":1.7e1'
+        ),
+        "negative-zero-tcb-type": ('"tcbType":0', '"tcbType":-0'),
+        "float-version": ('"version":', '"version":3.0,"x":'),
+        "float-pcesvn": ('"pcesvn":13', '"pcesvn":13.0'),
+        "float-svn": ('{"svn":5}', '{"svn":5e0}'),
+        "leading-zero": ('"tcbType":0', '"tcbType":00'),
+        "duplicate-status-revoked-first": (
+            '"tcbStatus":"UpToDate"', '"tcbStatus":"Revoked","tcbStatus":"UpToDate"'
+        ),
+        "duplicate-top-level-key": ('"tcbType":0', '"tcbType":0,"tcbType":0'),
+        "duplicate-nested-key": ('"pcesvn":13', '"pcesvn":13,"pcesvn":13'),
+        "unknown-key-ignored": ('"tcbType":0', '"tcbType":0,"comment":[1.5,{"a":null}]'),
+        "trailing-garbage": ('"tcbLevels":', '"tcbLevels":'),
+        "next-update-past-with-offset-minus-99": (
+            nxt, f'"nextUpdate":"{s.iso(now - 3600)[:-1]}-99:00"'
+        ),
+        "next-update-offset-plus-24": (nxt, f'"nextUpdate":"{s.iso(now + DAY)[:-1]}+24:00"'),
+        "next-update-offset-minutes-60": (nxt, f'"nextUpdate":"{s.iso(now + DAY)[:-1]}+00:60"'),
+        "next-update-offset-plus-23-59": (nxt, f'"nextUpdate":"{s.iso(now + DAY)[:-1]}+23:59"'),
+        "next-update-offset-minus-23-59": (
+            nxt, f'"nextUpdate":"{s.iso(now - 3600)[:-1]}-23:59"'
+        ),
+        "next-update-leap-second-before-now": (
+            nxt, f'"nextUpdate":"{s.iso(now - 1)[:-3]}:60Z"'
+        ),
+        "next-update-fraction-and-lowercase": (
+            nxt, f'"nextUpdate":"{s.iso(now)[:-1].replace("T", "t")}.999999999z"'
+        ),
+        "next-update-space-separator": (
+            nxt, f'"nextUpdate":"{s.iso(now + DAY).replace("T", " ")}"'
+        ),
+        "next-update-february-29-2027": (nxt, '"nextUpdate":"2027-02-29T00:00:00Z"'),
+        "next-update-hour-24": (nxt, f'"nextUpdate":"{s.iso(now + DAY)[:11]}24:00:00Z"'),
+        "next-update-no-offset": (nxt, f'"nextUpdate":"{s.iso(now + DAY)[:-1]}"'),
+        "issue-date-1969": (issue, '"issueDate":"1969-12-31T23:59:59Z"'),
+        "issue-date-1970-minus-offset": (issue, '"issueDate":"1970-01-01T00:00:00+00:01"'),
+        "issue-date-1970": (issue, '"issueDate":"1970-01-01T00:00:00Z"'),
+        "issue-date-year-99": (issue, '"issueDate":"0099-06-01T00:00:00Z"'),
+        "issue-date-year-0": (issue, '"issueDate":"0000-01-01T00:00:00Z"'),
+    }
+    for name, (old, new) in edits.items():
+        assert old in tcb, name
+        text = tcb.replace(old, new, 1)
+        if name == "trailing-garbage":
+            text = tcb + " x"
+        add(f"tcb-info-{name}", signed("tcb_info", text))
+    qe_edits = {
+        "float-isvprodid": ('"isvprodid":1', '"isvprodid":1.0'),
+        "float-isvsvn": ('"isvsvn":8', '"isvsvn":8.0'),
+        "duplicate-isvprodid": ('"isvprodid":1', '"isvprodid":2,"isvprodid":1'),
+        "duplicate-status": (
+            '"tcbStatus":"UpToDate"', '"tcbStatus":"Revoked","tcbStatus":"UpToDate"'
+        ),
+        "issue-date-year-99": (issue, '"issueDate":"0099-06-01T00:00:00Z"'),
+        "next-update-past-with-offset-minus-99": (
+            nxt, f'"nextUpdate":"{s.iso(now - 3600)[:-1]}-99:00"'
+        ),
+        "level-sw-hardening-not-matched": (
+            '"tcbStatus":"OutOfDate"', '"tcbStatus":"SWHardeningNeeded"'
+        ),
+    }
+    for name, (old, new) in qe_edits.items():
+        assert old in qe, name
+        add(f"qe-identity-{name}", signed("qe_identity", qe.replace(old, new, 1)))
 
 
 def verdict_for(case: dict, bases: dict, synth_root: bytes) -> dict:

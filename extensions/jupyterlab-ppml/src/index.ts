@@ -12,7 +12,8 @@ import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
 
 import { AttestationHost, AttestationManager, KernelAttestation } from './attestation';
-import { defaultPolicy, parsePolicy, Policy } from './dcap/policy';
+import { parsePolicy } from './dcap/policy';
+import { PolicyState } from './dcap/policyState';
 import { approveSimulatedDialog, ReportPanel, secretDialog, StatusBadge, unsolicitedSecretDialog } from './ui';
 
 const PLUGIN_ID = 'jupyterlab-ppml:plugin';
@@ -56,30 +57,29 @@ const plugin: JupyterFrontEndPlugin<void> = {
     palette: ICommandPalette | null,
     settingRegistry: ISettingRegistry | null
   ) => {
-    let policy: Policy = defaultPolicy();
+    // Fail closed: while the policy setting is invalid or unreadable, policyState.current()
+    // throws and every enclave is refused (red badge naming the setting and the problem).
+    const policyState = new PolicyState();
     let settings: ISettingRegistry.ISettings | null = null;
-    const loadPolicy = (): void => {
-      try {
-        policy = parsePolicy((settings?.composite.policy as Record<string, unknown>) ?? {});
-      } catch (e) {
-        policy = defaultPolicy();
-        Notification.error(`PPML: invalid policy settings (${(e as Error).message}); using the defaults`);
-      }
-    };
     if (settingRegistry) {
       try {
-        settings = await settingRegistry.load(PLUGIN_ID);
-        loadPolicy();
-        settings.changed.connect(loadPolicy);
+        const loaded = await settingRegistry.load(PLUGIN_ID);
+        settings = loaded;
+        policyState.fromSettings(loaded.composite as Record<string, unknown>);
+        loaded.changed.connect(() => policyState.fromSettings(loaded.composite as Record<string, unknown>));
       } catch (e) {
-        console.warn('jupyterlab-ppml: settings unavailable', e);
+        policyState.loadFailed(e);
       }
+    }
+    if (policyState.problem) {
+      Notification.error(policyState.problem, { autoClose: false });
     }
 
     const host: AttestationHost = {
-      policy: () => policy,
+      policy: () => policyState.current(),
       // Called only once the manager below exists (from an attestation it started).
       approveSimulated: async approval => {
+        policyState.current(); // an unusable policy refuses before anyone is asked
         if (manager.isSimulatedAllowed(approval.kernelId, approval.rootSha256)) {
           return true;
         }
@@ -96,6 +96,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const manager = new AttestationManager(host);
 
     const current = (): KernelAttestation | undefined => manager.get(tracker.currentWidget?.sessionContext.session?.kernel);
+    // A changed policy (valid or not) applies at once: verify every open PPML kernel again.
+    policyState.onChange(() => {
+      if (policyState.problem) {
+        Notification.error(policyState.problem, { autoClose: false });
+      }
+      tracker.forEach(panel => void manager.get(panel.sessionContext.session?.kernel)?.attest());
+    });
 
     // Report panel (one, following the active notebook while open).
     let report: MainAreaWidget<ReportPanel> | null = null;
@@ -223,12 +230,10 @@ const plugin: JupyterFrontEndPlugin<void> = {
           return;
         }
         try {
-          const values = JSON.parse(text);
-          const parsed = parsePolicy(values);
-          const merged = { ...parsed, allowedStatuses: values.allowedStatuses ? parsed.allowedStatuses : policy.allowedStatuses };
-          await settings.set('policy', merged as any);
+          // The file replaces the whole policy (missing keys take the default policy).
+          const parsed = parsePolicy(JSON.parse(text));
+          await settings.set('policy', parsed as any);
           Notification.success('PPML: policy updated from the reference values; verifying again.');
-          await current()?.attest();
         } catch (e) {
           Notification.error(`PPML: not a reference-values file: ${(e as Error).message}`);
         }

@@ -134,7 +134,7 @@ before(async () => {
     checkForUpdates: false
   });
   writeJson(path.join(settings, 'jupyterlab-ppml', 'plugin.jupyterlab-settings'), {
-    policy: { mrenclave: [GOOD_MRENCLAVE], allowedStatuses: ['UpToDate', 'SWHardeningNeeded'] }
+    policy: { mrenclave: [GOOD_MRENCLAVE], allowed_tcb_statuses: ['UpToDate', 'SWHardeningNeeded'] }
   });
   const work = path.join(tmp, 'work');
   fs.mkdirSync(work);

@@ -1,11 +1,15 @@
 /**
  * Collateral (dcap-qvl's QuoteCollateralV3 JSON) and the signed documents inside it:
- * TCB Info (v2/v3) and QE Identity (v2/v3). Parsed as strictly as serde parses them in
- * dcap-qvl: required fields must be present with the right types; unknown fields are
- * ignored. The signed JSON strings are kept verbatim (signatures cover their bytes).
+ * TCB Info (v2/v3) and QE Identity (v2/v3). Parsed at least as strictly as serde parses
+ * them in dcap-qvl: strict JSON (duplicate keys, floats for integers and non-RFC 8259
+ * syntax are errors, see json.ts), required fields present with the right types and
+ * ranges; unknown fields are ignored. Dates follow chrono's RFC 3339 rules plus
+ * dcap-qvl's conversion to unsigned Unix seconds. The signed JSON strings are kept
+ * verbatim (signatures cover their bytes).
  */
 
 import { fromHex } from './bytes';
+import { JsonError, parseStrictJson } from './json';
 
 export interface Collateral {
   pckCrlIssuerChain: string;
@@ -40,6 +44,7 @@ export interface TcbLevel {
   sgxComponents: number[];
   tdxComponents: number[];
   pceSvn: number;
+  tcbDate: string;
   status: TcbStatus;
   advisoryIds: string[];
 }
@@ -47,6 +52,7 @@ export interface TcbLevel {
 /** A TCB level keyed by one ISVSVN (TDX module identities, QE Identity). */
 export interface IsvTcbLevel {
   isvsvn: number;
+  tcbDate: string;
   status: TcbStatus;
   advisoryIds: string[];
 }
@@ -148,14 +154,16 @@ function hexField(o: Json, key: string, what: string, size: number): Uint8Array 
 }
 
 function parseJson(text: string, what: string): Json {
+  let value: unknown;
   try {
-    return obj(JSON.parse(text), what);
+    value = parseStrictJson(text);
   } catch (e) {
-    if (e instanceof CollateralError) {
-      throw e;
+    if (e instanceof JsonError) {
+      throw new CollateralError(`${what} is not valid JSON (${e.message})`);
     }
-    throw new CollateralError(`${what} is not valid JSON`);
+    throw e;
   }
+  return obj(value, what);
 }
 
 /** Parse dcap-qvl's collateral JSON (hex for binary fields). */
@@ -183,9 +191,9 @@ export function parseCollateral(input: string | Json): Collateral {
 /** `{tcb: {isvsvn}, tcbDate, tcbStatus, advisoryIDs}`; `what` prefixes error messages. */
 function isvTcbLevel(l: unknown, what: string, maxSvn: number): IsvTcbLevel {
   const level = obj(l, `${what} tcbLevel`);
-  str(level, 'tcbDate', `${what} tcbLevel`);
   return {
     isvsvn: uint(obj(level.tcb, `${what} tcb`), 'isvsvn', `${what} tcb`, maxSvn),
+    tcbDate: str(level, 'tcbDate', `${what} tcbLevel`),
     status: status(level, `${what} tcbLevel`),
     advisoryIds: advisories(level, `${what} tcbLevel`)
   };
@@ -213,11 +221,11 @@ export function parseTcbInfo(text: string): TcbInfo {
   info.tcbLevels = arr(o, 'tcbLevels', w).map(l => {
     const level = obj(l, 'tcbLevel');
     const tcb = obj(level.tcb, 'tcbLevel.tcb');
-    str(level, 'tcbDate', 'tcbLevel');
     return {
       sgxComponents: components(arr(tcb, 'sgxtcbcomponents', 'tcb'), 'sgxtcbcomponent'),
       tdxComponents: components(arr(tcb, 'tdxtcbcomponents', 'tcb', true), 'tdxtcbcomponent'),
       pceSvn: uint(tcb, 'pcesvn', 'tcb', 0xffff),
+      tcbDate: str(level, 'tcbDate', 'tcbLevel'),
       status: status(level, 'tcbLevel'),
       advisoryIds: advisories(level, 'tcbLevel')
     };
@@ -262,22 +270,49 @@ export function parseQeIdentity(text: string): QeIdentity {
   };
 }
 
-/** RFC 3339 date-time -> Unix seconds (fraction dropped), or throw. */
+/** Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm). */
+function daysFromCivil(y: number, m: number, d: number): number {
+  const yy = m <= 2 ? y - 1 : y;
+  const era = Math.floor(yy / 400);
+  const yoe = yy - era * 400;
+  const doy = Math.floor((153 * (m + (m > 2 ? -3 : 9)) + 2) / 5) + d - 1;
+  const doe = yoe * 365 + Math.floor(yoe / 4) - Math.floor(yoe / 100) + doy;
+  return era * 146097 + doe - 719468;
+}
+
+function daysInMonth(y: number, m: number): number {
+  const leap = (y % 4 === 0 && y % 100 !== 0) || y % 400 === 0;
+  return [31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][m - 1];
+}
+
+/**
+ * RFC 3339 date-time -> Unix seconds (fraction dropped), or throw. The rules are
+ * chrono's `parse_from_rfc3339` (as dcap-qvl uses it): `T`, `t` or a space between date
+ * and time, `Z`/`z` or an offset of at most 23:59, a valid calendar date, second 60 read
+ * as a leap second (the timestamp of second 59); then, as dcap-qvl converts to unsigned
+ * seconds, nothing before 1970-01-01T00:00:00Z.
+ */
 export function rfc3339(text: string, what: string): number {
-  const m = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/.exec(text);
+  const m = /^([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$/.exec(text);
   if (!m) {
     throw new CollateralError(`${what} is not an RFC 3339 date-time`);
   }
   const [y, mo, d, h, mi, s] = m.slice(1, 7).map(Number);
-  const ms = Date.UTC(y, mo - 1, d, h, mi, s);
-  const back = new Date(ms);
-  if (back.getUTCMonth() !== mo - 1 || back.getUTCDate() !== d || h > 23 || mi > 59 || s > 60) {
-    throw new CollateralError(`${what} is not a valid date`);
+  if (mo < 1 || mo > 12 || d < 1 || d > daysInMonth(y, mo) || h > 23 || mi > 59 || s > 60) {
+    throw new CollateralError(`${what} is not a valid date-time`);
   }
   let offset = 0;
   if (m[8] !== 'Z' && m[8] !== 'z') {
-    const sign = m[8][0] === '-' ? -1 : 1;
-    offset = sign * (Number(m[8].slice(1, 3)) * 3600 + Number(m[8].slice(4, 6)) * 60);
+    const oh = Number(m[8].slice(1, 3));
+    const om = Number(m[8].slice(4, 6));
+    if (oh > 23 || om > 59) {
+      throw new CollateralError(`${what} has an invalid UTC offset`);
+    }
+    offset = (m[8][0] === '-' ? -1 : 1) * (oh * 3600 + om * 60);
   }
-  return Math.floor(ms / 1000) - offset;
+  const seconds = daysFromCivil(y, mo, d) * 86400 + h * 3600 + mi * 60 + Math.min(s, 59) - offset;
+  if (seconds < 0) {
+    throw new CollateralError(`${what} is before 1970`);
+  }
+  return seconds;
 }

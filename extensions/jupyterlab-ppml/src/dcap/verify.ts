@@ -27,7 +27,6 @@ import {
   parseTcbInfo,
   QeIdentity,
   rfc3339,
-  severity,
   TcbInfo,
   TcbLevel,
   TcbStatus
@@ -237,15 +236,54 @@ function canonicalize(info: TcbInfo): TcbLevel[] {
   );
 }
 
-function merge(a: StatusWithAdvisories, b: StatusWithAdvisories): StatusWithAdvisories {
-  const status = severity(b.status) > severity(a.status) ? b.status : a.status;
+/** Advisory ids of both: the first's in order, then the second's new ones. */
+function advisoryUnion(a: StatusWithAdvisories, b: StatusWithAdvisories): string[] {
   const advisoryIds = [...a.advisoryIds];
   for (const id of b.advisoryIds) {
     if (!advisoryIds.includes(id)) {
       advisoryIds.push(id);
     }
   }
-  return { status, advisoryIds };
+  return advisoryIds;
+}
+
+/**
+ * Platform status with the QE's, as dcap-qvl 0.7 (after Intel's QVL) converges them: an
+ * OutOfDate QE makes an up-to-date platform OutOfDate and a platform needing
+ * configuration OutOfDateConfigurationNeeded; a Revoked QE revokes; a QE level with
+ * SWHardeningNeeded or ConfigurationAndSWHardeningNeeded is not a QE status (error);
+ * any other QE status leaves the platform's. Advisories: the platform's, then the QE's.
+ */
+export function convergeQeStatus(platform: StatusWithAdvisories, qe: StatusWithAdvisories): StatusWithAdvisories {
+  if (qe.status === 'SWHardeningNeeded' || qe.status === 'ConfigurationAndSWHardeningNeeded') {
+    throw new VerificationError('QE Identity', `unrecognized QE TCB status ${qe.status}`);
+  }
+  return converge(platform, qe);
+}
+
+/**
+ * Platform status with the TDX module identity's, as dcap-qvl 0.7 does it: UpToDate keeps
+ * the platform's, OutOfDate and Revoked as for the QE; any other module status is an error.
+ */
+export function convergeModuleStatus(platform: StatusWithAdvisories, module: StatusWithAdvisories): StatusWithAdvisories {
+  if (module.status !== 'UpToDate' && module.status !== 'OutOfDate' && module.status !== 'Revoked') {
+    throw new Error(`unrecognized TDX module TCB status ${module.status}`);
+  }
+  return converge(platform, module);
+}
+
+function converge(platform: StatusWithAdvisories, other: StatusWithAdvisories): StatusWithAdvisories {
+  let status = platform.status;
+  if (other.status === 'Revoked') {
+    status = 'Revoked';
+  } else if (other.status === 'OutOfDate') {
+    if (status === 'UpToDate' || status === 'SWHardeningNeeded') {
+      status = 'OutOfDate';
+    } else if (status === 'ConfigurationNeeded' || status === 'ConfigurationAndSWHardeningNeeded') {
+      status = 'OutOfDateConfigurationNeeded';
+    }
+  }
+  return { status, advisoryIds: advisoryUnion(platform, other) };
 }
 
 function hexN(text: string, n: number, what: string): Uint8Array {
@@ -269,7 +307,7 @@ function matchTdxModule(info: TcbInfo, td: TdReport): StatusWithAdvisories | und
   let attributes = hexN(info.tdxModule.attributes, 8, 'tdxModule.attributes');
   let mask = hexN(info.tdxModule.attributesMask, 8, 'tdxModule.attributesMask');
   let levels: IsvTcbLevel[] | undefined;
-  if (version > 0 && info.tdxModuleIdentities.length > 0) {
+  if (version > 0) {
     const wanted = `TDX_${version.toString(16).toUpperCase().padStart(2, '0')}`;
     const identity = info.tdxModuleIdentities.find(i => i.id.toUpperCase() === wanted);
     if (!identity) {
@@ -291,7 +329,14 @@ function matchTdxModule(info: TcbInfo, td: TdReport): StatusWithAdvisories | und
       throw new Error('TDX module SEAMATTRIBUTES has bits outside the mask');
     }
   }
-  return levels ? isvLevel(levels, isvsvn, 'TDX module', 'TCB level') : undefined;
+  if (!levels) {
+    return undefined;
+  }
+  const level = levels.find(l => isvsvn >= l.isvsvn);
+  if (level) {
+    rfc3339(level.tcbDate, 'TDX module tcbDate');
+  }
+  return isvLevel(levels, isvsvn, 'TDX module', 'TCB level');
 }
 
 function matchPlatformTcb(
@@ -321,15 +366,20 @@ function matchPlatformTcb(
       if (level.tdxComponents.length !== td.teeTcbSvn.length) {
         throw new Error('TDX TCB component count mismatch');
       }
-      if (level.tdxComponents.some((c, i) => td.teeTcbSvn[i] < c)) {
+      // With a TDX module version (TEE_TCB_SVN[1] > 0), components 0 and 1 are the
+      // module's and are judged by its identity instead (as dcap-qvl and Intel's QVL do).
+      const first = td.teeTcbSvn[1] > 0 ? 2 : 0;
+      if (level.tdxComponents.some((c, i) => i >= first && td.teeTcbSvn[i] < c)) {
         continue;
       }
     }
     let status = statusOf(level);
     if (tdx) {
+      // dcap-qvl reads the matched TDX levels' dates (SGX ones it never parses).
+      rfc3339(level.tcbDate, 'TCB level tcbDate');
       const module = matchTdxModule(info, quote.report as TdReport);
       if (module) {
-        status = merge(status, module);
+        status = convergeModuleStatus(status, module);
       }
     }
     return status;
@@ -510,7 +560,7 @@ export async function verifyQuote(
   const platformStatus = await attempt('TCB level', () => matchPlatformTcb(tcbInfo, quote, tdx, pck));
 
   // 9. Final status and attributes
-  const final = merge(platformStatus, qeStatus);
+  const final = convergeQeStatus(platformStatus, qeStatus);
   if (final.status === 'Revoked') {
     fail('TCB level', 'the platform TCB is revoked');
   }

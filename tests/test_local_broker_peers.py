@@ -1,0 +1,88 @@
+"""The local key broker without peer credentials (issue 11, item 12).
+
+Where ``SO_PEERCRED`` is missing (macOS) the broker cannot tell Spark's workers from any
+other process of the user. It used to serve everyone silently; now it refuses to start
+unless ``PPML_KEY_BROKER_PEERS=same-user`` chooses that weaker mode. The absence of
+peer credentials is simulated by removing ``socket.SO_PEERCRED`` for the test.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from ppml_kernel.data import broker as B
+from ppml_kernel.data.errors import DatasetKeyError
+from ppml_kernel.data.format import new_header
+from ppml_kernel.data.keys import KeyFileProvider, write_key_file
+
+
+@pytest.fixture
+def private_tmp(monkeypatch: pytest.MonkeyPatch):
+    """A short temp dir of our own for the socket directory (Unix socket paths are short)."""
+    base = tempfile.mkdtemp(prefix="ppml-peers-", dir="/tmp")
+    monkeypatch.setattr(tempfile, "tempdir", base)
+    monkeypatch.delenv(B.ENV_PEERS, raising=False)
+    yield Path(base)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def provider(private_tmp: Path) -> KeyFileProvider:
+    return KeyFileProvider(write_key_file(private_tmp / "k.key", "k1"))
+
+
+def test_without_peer_credentials_the_broker_refuses_to_start(private_tmp, provider, monkeypatch):
+    monkeypatch.delattr(socket, "SO_PEERCRED")
+    with pytest.raises(DatasetKeyError) as err:
+        B.LocalKeyBroker(provider)
+    message = str(err.value)
+    assert "cannot tell which process is asking" in message
+    assert f"{B.ENV_PEERS}={B.PEERS_SAME_USER}" in message
+    assert not list(B.socket_dir().glob("broker-*.sock"))  # nothing listened
+
+
+def test_the_weaker_mode_must_be_chosen_and_then_works(private_tmp, provider, monkeypatch):
+    monkeypatch.delattr(socket, "SO_PEERCRED")
+    monkeypatch.setenv(B.ENV_PEERS, B.PEERS_SAME_USER)
+    broker = B.LocalKeyBroker(provider)
+    try:
+        assert broker.peers == B.PEERS_SAME_USER
+        header, data_key = new_header(provider, "k1")
+        client = B.BrokerClient(broker.path)
+        assert client.unwrap("k1", header.wrapped, header.wrap_context()) == data_key
+    finally:
+        broker.close()
+
+
+def test_unknown_peer_mode_is_an_error_naming_the_variable(private_tmp, provider, monkeypatch):
+    monkeypatch.setenv(B.ENV_PEERS, "anyone")
+    with pytest.raises(DatasetKeyError, match=B.ENV_PEERS):
+        B.LocalKeyBroker(provider)
+
+
+def test_with_peer_credentials_the_default_is_descendants(private_tmp, provider):
+    if not B.peer_pids_available():  # pragma: no cover - this suite runs on Linux
+        pytest.fail("these tests expect Linux peer credentials (SO_PEERCRED and /proc)")
+    broker = B.LocalKeyBroker(provider)
+    try:
+        assert broker.peers == B.PEERS_DESCENDANTS
+        header, data_key = new_header(provider, "k1")
+        assert B.BrokerClient(broker.path).unwrap("k1", header.wrapped,
+                                                  header.wrap_context()) == data_key
+    finally:
+        broker.close()
+
+
+def test_the_local_broker_applies_the_one_key_id_rule(private_tmp, provider):
+    broker = B.LocalKeyBroker(provider)
+    try:
+        header, _ = new_header(provider, "k1")
+        with pytest.raises(DatasetKeyError, match="invalid key id"):
+            B.BrokerClient(broker.path).unwrap("k 1", header.wrapped, header.wrap_context())
+    finally:
+        broker.close()
