@@ -129,6 +129,10 @@ def test_sim_init_show_reset(tmp_path):
         assert stat.S_IMODE(key.stat().st_mode) == 0o600
     shown = json.loads(cli("sim", "show", "--dir", str(d), "--json").stdout)
     assert shown == first
+    text = cli("sim", "show", "--dir", str(d)).stdout  # for people: no Python reprs
+    assert "NOT confidential" in text and "Certificates" in text
+    assert "{'" not in text and "['" not in text and "True" not in text
+    assert first["root_fingerprint"][:16] in text
     refused = cli("sim", "reset", "--dir", str(d), input="n\n")
     assert refused.returncode == 1
     assert json.loads(cli("sim", "show", "--dir", str(d), "--json").stdout) == first
@@ -206,6 +210,13 @@ def test_lab_starts_jupyterlab_with_ppml_kernel_and_notebooks(tmp_path):
         )
         names = [item["name"] for item in get("contents")["content"]]
         assert "01-attestation.ipynb" in names
+        # JupyterLab's "get notified about official Jupyter news?" pop-up is off
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/lab/api/settings/@jupyterlab/apputils-extension:"
+            f"notification?token={token}", timeout=10) as r:
+            defaults = json.loads(r.read())["schema"]["properties"]  # overrides set defaults
+        assert defaults["fetchNews"]["default"] == "false"
+        assert defaults["checkForUpdates"]["default"] is False
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)

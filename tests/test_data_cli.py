@@ -143,6 +143,19 @@ def test_inspect_shows_header_fields_but_no_key_material(tmp_path, key):
     assert json.loads(out)[0]["key_id"] == "sales"
 
 
+def test_inspect_accepts_a_directory_like_encrypt(tmp_path, key):
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.csv").write_text("x\n1\n")
+    (src / "sub" / "b.csv").write_text("x\n2\n")
+    run("encrypt", str(src), "-o", str(tmp_path / "enc"), "--key-file", str(key))
+    code, out, err = run("inspect", str(tmp_path / "enc"))
+    assert code == 0, err
+    assert "a.csv.ppml" in out and "b.csv.ppml" in out and out.count("sales") == 2
+    code, out, _ = run("inspect", "--json", str(tmp_path / "enc"))
+    assert sorted(Path(i["file"]).name for i in json.loads(out)) == ["a.csv.ppml", "b.csv.ppml"]
+
+
 def test_inspect_says_what_a_foreign_file_looks_like(tmp_path):
     (tmp_path / "plain.csv").write_text("id,name\n1,a\n")
     (tmp_path / "data.gz").write_bytes(b"\x1f\x8b\x08\x00rest")
@@ -214,3 +227,24 @@ def test_no_option_takes_a_key_on_the_command_line():
         ]
     )
     assert '"--key"' not in text and "--secret" not in text and "--password" not in text
+
+
+def test_readme_data_owner_commands_run_as_typed(tmp_path):
+    """The README's data-owner block, line by line, in a directory with a `.venv/bin`."""
+    import re
+    import subprocess
+    import sys
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = re.search(r"```bash\n(mkdir -p data.*?)```", readme, re.S)
+    assert block, "the README's data-owner example moved"
+    bin_dir = tmp_path / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    wrapper = bin_dir / "ppml-kernel"  # stands for the console script pip installs
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m ppml_kernel.cli "$@"\n')
+    wrapper.chmod(0o755)
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", block.group(1)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "enc" / "part-0.csv.ppml").is_file()
+    assert "sales-2024" in done.stdout  # inspect enc/ names the key id

@@ -12,6 +12,7 @@ from conftest_spark import KEY_ID, data_key, spark  # noqa: F401
 
 from ppml_kernel.data import format as F
 from ppml_kernel.data.keys import default_provider, read_key_file, write_key_file
+from ppml_kernel.errors import PPMLError
 from ppml_kernel.magics.registry import MagicError
 
 CSV = "id,name,amount\n" + "".join(f"{i},name{i % 7},{i * 1.5}\n" for i in range(250))
@@ -69,7 +70,7 @@ def test_load_binds_a_dataframe_and_a_view_then_sql(ppml, spark, sales):  # noqa
     html = table._repr_html_()
     assert "name0" in html and "Showing the first 5 rows" in html and "row cap 5" in html
     full = ppml("sql -o totals", "SELECT name, sum(amount) AS s FROM sales GROUP BY name")
-    assert "7 rows" in full.note() and "Bound to `totals`" in full.note()
+    assert "7 rows" in full.note() and "Bound to totals (pandas)" in full.note()
     pdf = ppml.shell.user_ns["totals"]
     assert len(pdf) == 7 and set(pdf.columns) == {"name", "s"}
 
@@ -77,9 +78,9 @@ def test_load_binds_a_dataframe_and_a_view_then_sql(ppml, spark, sales):  # noqa
 def test_load_with_as_and_key_check(ppml, spark, sales):  # noqa: F811
     ppml(f"load {sales} --header --as people")
     assert ppml.shell.user_ns["people"].columns == ["id", "name", "amount"]
-    with pytest.raises(MagicError, match=r"sales\.csv\.ppml is encrypted for key id"):
+    with pytest.raises(PPMLError, match=r"sales\.csv\.ppml is encrypted for key id"):
         ppml(f"load {sales} --key other-key")
-    with pytest.raises(MagicError, match="does not exist"):
+    with pytest.raises(PPMLError, match="does not exist"):
         ppml("load /nonexistent/path.csv.ppml")
     with pytest.raises(MagicError, match="not a valid"):
         ppml(f"load {sales} --as 'bad name'")
@@ -93,7 +94,7 @@ def test_save_writes_encrypted_parquet(ppml, spark, sales, tmp_path):  # noqa: F
     assert files and all(p.read_bytes()[:4] == b"PARE" for p in files)
     ppml(f"load {out} --as back")
     assert ppml.shell.user_ns["back"].count() == 250
-    with pytest.raises(MagicError, match="already holds data"):
+    with pytest.raises(PPMLError, match="already holds data"):
         ppml(f"save src {out} --key {KEY_ID}")
     ppml(f"save src {out} --key {KEY_ID} --mode overwrite --format csv --option header=true")
     with pytest.raises(MagicError, match="no variable"):
@@ -101,9 +102,13 @@ def test_save_writes_encrypted_parquet(ppml, spark, sales, tmp_path):  # noqa: F
 
 
 def test_sql_errors_are_one_clear_line(ppml, spark):  # noqa: F811
-    with pytest.raises(MagicError) as info:
+    from ppml_kernel.errors import is_expected, one_line
+
+    with pytest.raises(Exception) as info:
         ppml("sql", "SELEC nothing")
-    assert "\n" not in str(info.value) and "Traceback" not in str(info.value)
+    assert is_expected(info.value)  # the dispatcher shows it as one line, not a traceback
+    line = one_line(info.value)
+    assert "\n" not in line and "Traceback" not in line and "PARSE_SYNTAX_ERROR" in line
     with pytest.raises(MagicError, match="empty"):
         ppml("sql", "   ")
 

@@ -26,6 +26,9 @@ SECRETS = {"db_password": "nb-db-pw-31337", "getpass": "nb-vault-token-4242"}
 
 pytestmark = pytest.mark.kernel
 
+SPARK_NOISE = ("Using incubator modules", "log4j", "NativeCodeLoader", "hostname", " WARN ",
+               "Traceback", "UserWarning", "SLF4J", "Setting default log level")
+
 
 @pytest.fixture(scope="module")
 def ppml_kernelspec(tmp_path_factory):
@@ -73,6 +76,14 @@ def test_notebook_runs_top_to_bottom_sealed(path, ppml_kernelspec, tmp_path):
             texts.append(str(output.get("text", "")) + str(output.get("data", {})))
     joined = "\n".join(texts)
     assert "ppml:" not in joined, "a %ppml magic reported an error"
+    # no Spark noise in cells: the JVM's start-up notes, log4j, Spark's task failures and
+    # Python worker tracebacks go to the kernel's Spark log file (%ppml spark logs)
+    stderr = "\n".join(output.get("text", "") for cell in done.cells
+                       for output in cell.get("outputs", [])
+                       if output.output_type == "stream" and output.get("name") == "stderr")
+    for noise in SPARK_NOISE:
+        assert noise not in stderr, f"{path.name}: {noise!r} in a cell:\n{stderr[:3000]}"
+    assert "Traceback" not in joined
     for value in SECRETS.values():
         assert value not in out.read_text(), "a secret reached the executed notebook"
     if path.name.startswith("01-"):

@@ -14,12 +14,12 @@ import contextlib
 import json
 import os
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import BinaryIO
 
 from ppml_kernel.cli import fail
+from ppml_kernel.cli.output import Progress, print_table
 from ppml_kernel.data.errors import DatasetError
 from ppml_kernel.data.files import walk_files
 from ppml_kernel.data.format import (
@@ -35,55 +35,6 @@ from ppml_kernel.data.format import (
 )
 from ppml_kernel.data.keys import KeyFileProvider, generate_kek, key_check_value, write_key_file
 from ppml_kernel.data.sniff import PME_MAGIC
-
-PROGRESS_MIN_BYTES = 64 << 20
-
-
-class Progress:
-    """A one-line progress bar on stderr for large inputs (throttled, no-op when small)."""
-
-    def __init__(self, label: str, total: int, stream: TextIO | None = None,
-                 enabled: bool | None = None) -> None:
-        self.label = label
-        self.total = max(total, 1)
-        self.stream = stream or sys.stderr
-        self.enabled = total >= PROGRESS_MIN_BYTES if enabled is None else enabled
-        self.tty = self.stream.isatty()
-        self.done = 0
-        self._start = time.monotonic()
-        self._last = 0.0
-        self._last_quarter = -1
-
-    def update(self, n: int) -> None:
-        self.done += n
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if self.tty:
-            if now - self._last >= 0.1 or self.done >= self.total:
-                self._last = now
-                self._draw(now, "\r")
-        else:
-            quarter = min(4, self.done * 4 // self.total)
-            if quarter != self._last_quarter:
-                self._last_quarter = quarter
-                self._draw(now, "")
-
-    def _draw(self, now: float, prefix: str) -> None:
-        frac = min(1.0, self.done / self.total)
-        bar = "#" * int(frac * 30)
-        rate = self.done / max(now - self._start, 1e-6) / 1e6
-        end = "" if self.tty else "\n"
-        sizes = f"{self.done / 1e6:,.0f}/{self.total / 1e6:,.0f} MB"
-        self.stream.write(f"{prefix}{self.label} {frac:4.0%} |{bar:<30}| {sizes} "
-                          f"{rate:,.0f} MB/s{end}")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.enabled and self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
-
 
 # --------------------------------------------------------------------------- helpers
 
@@ -228,19 +179,24 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     status = 0
     results = []
     for path in args.files:
-        try:
-            results.append(describe_file(Path(path)))
+        try:  # a directory: every data file in it, as encrypt and decrypt take them
+            files = [full for full, _ in _inputs([path])] if Path(path).is_dir() else [path]
         except (DatasetError, OSError) as exc:
             status = 1
             print(f"ppml-kernel: {_message(exc)}", file=sys.stderr)
+            continue
+        for f in files:
+            try:
+                results.append(describe_file(Path(f)))
+            except (DatasetError, OSError) as exc:
+                status = 1
+                print(f"ppml-kernel: {_message(exc)}", file=sys.stderr)
     if args.json:
         print(json.dumps(results, indent=2))
     else:
         for info in results:
-            print(info["file"])
-            for k, v in info.items():
-                if k != "file":
-                    print(f"  {k:<15} {v}")
+            print_table([(k, v) for k, v in info.items() if k != "file"],
+                        title=str(info["file"]))
     return status
 
 
@@ -338,7 +294,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "inspect", help="show the header of encrypted files (no key needed)",
         description="Show header fields: key id, key check value, chunk size, sizes. Never "
         "key material.")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("files", nargs="+", metavar="PATH",
+                   help="encrypted files or directories (every data file in them)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_guard(cmd_inspect))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -31,11 +32,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+NOTIFICATIONS = "@jupyterlab/apputils-extension:notification"
+
+
+def quiet_news(prefix: str | os.PathLike[str]) -> Path:
+    """Turn JupyterLab's news pop-up and update check off in this environment.
+
+    Written to the environment's settings overrides (``share/jupyter/lab/settings/
+    overrides.json``), merged with what is there; a choice already made there is kept.
+    The pop-up asks every new user about fetching news from the internet, which a
+    confidential-computing notebook server should not do unasked.
+    """
+    path = Path(prefix) / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
+    try:
+        overrides = json.loads(path.read_text()) if path.exists() else {}
+    except ValueError:
+        overrides = {}
+    section = overrides.setdefault(NOTIFICATIONS, {})
+    section.setdefault("fetchNews", "false")
+    section.setdefault("checkForUpdates", False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(overrides, indent=2) + "\n")
+    return path
+
+
 def run(args: argparse.Namespace) -> int:
     if shutil.which("jupyter-lab", path=str(Path(sys.executable).parent)) is None:
         return fail("JupyterLab is not installed here: pip install 'ppml-kernel[lab]'")
     path = install(kernelspec_dict(args.tee), DEFAULT_NAME, prefix=sys.prefix)
-    print(f"Kernelspec {DEFAULT_NAME!r} installed in {path}")
+    print(f"Kernelspec {DEFAULT_NAME} installed in {path}")
+    quiet_news(sys.prefix)
     root = Path(args.notebooks or ("notebooks" if Path("notebooks").is_dir() else ".")).resolve()
     argv = [
         str(Path(sys.executable).parent / "jupyter-lab"),
@@ -44,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         f"--ServerApp.root_dir={root}",
         f"--MappingKernelManager.default_kernel_name={DEFAULT_NAME}",
         "--KernelManager.transport_encryption=auto",
+        "--LabApp.news_url=None",  # no announcements fetched from the internet
     ]
     if args.no_browser:
         argv.append("--no-browser")

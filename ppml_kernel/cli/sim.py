@@ -36,9 +36,30 @@ def _print(info: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(info, indent=2, default=str))
         return
-    print("SIMULATED enclave PKI (NOT confidential)")
-    for key, value in info.items():
-        print(f"  {key:<22} {value}")
+    from ppml_kernel.cli.output import print_table
+
+    certs = {k: v for k, v in info.items() if isinstance(v, dict) and "subject" in v}
+    leaves = info.get("pck_leaves") or {}
+    facts = [(k.replace("_", " "), _plain(v)) for k, v in info.items()
+             if k not in certs and k not in ("pck_leaves", "private_key_files", "simulated")]
+    print_table(facts, title="SIMULATED enclave PKI (NOT confidential: for teaching, demos "
+                "and tests)")
+    rows = [(name.replace("_", " "), c["subject"].split("CN=")[-1],
+             f"{c['not_before'][:10]} to {c['not_after'][:10]}", c["sha256_fingerprint"][:16])
+            for name, c in [*certs.items(), *((f"PCK leaf {k}", v) for k, v in leaves.items())]]
+    print_table(rows, ["certificate", "subject", "valid", "SHA-256 (first 16)"],
+                title="Certificates")
+    keys = info.get("private_key_files") or []
+    if keys:
+        print_table([(k,) for k in keys], ["path"],
+                    title="Private key files (mode 0600; never printed)")
+
+
+def _plain(value: object) -> str:
+    """Lists as comma-separated text, not Python reprs."""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value)
+    return str(value)
 
 
 def _init(args: argparse.Namespace) -> int:

@@ -7,8 +7,10 @@ up in notebooks, Spark logs and tracebacks, which leave the enclave.
 
 from __future__ import annotations
 
+from ppml_kernel.errors import PPMLError
 
-class DatasetError(Exception):
+
+class DatasetError(PPMLError):
     """Base class: something is wrong with an encrypted dataset or its keys."""
 
 

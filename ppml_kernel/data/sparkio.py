@@ -54,6 +54,17 @@ def _schema(spark: SparkSession, schema: StructType | str) -> StructType:
     return spark.createDataFrame([], schema).schema
 
 
+def key_ids_of(files: Iterable[str]) -> dict[str, str]:
+    """Key id of each ``ppml-aead/1`` file, from its header (PME files are skipped)."""
+    out: dict[str, str] = {}
+    for f in files:
+        with open(f, "rb") as fh:
+            head, size = fh.read(HEADER_SIZE), os.fstat(fh.fileno()).st_size
+        if not head.startswith(PME_MAGIC):
+            out[f] = Header.parse(head, f, size).key_id
+    return out
+
+
 def check_key(files: Iterable[str], key: str) -> None:
     """Fail early, naming the file, if a file is not encrypted for key id ``key``."""
     for f in files:

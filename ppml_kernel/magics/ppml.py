@@ -7,6 +7,7 @@ failing subcommand's :class:`MagicError`), never a traceback.
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 from html import escape
 from importlib import import_module
@@ -15,6 +16,7 @@ from typing import Any, NoReturn
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.display import display
 
+from ppml_kernel.errors import is_expected, one_line
 from ppml_kernel.magics import SUBCOMMAND_MODULES
 from ppml_kernel.magics.registry import MagicContext, MagicError, Subcommand
 
@@ -42,7 +44,25 @@ def all_subcommands() -> dict[str, Subcommand]:
         for sub in import_module(module_name).SUBCOMMANDS:
             table[sub.name] = sub
     table["help"] = Subcommand("help", "Show this table of subcommands.", lambda p: None, _help)
+    table["debug"] = Subcommand(
+        "debug", "Show full tracebacks for %ppml errors (on) or one line (off, default).",
+        _debug_args, _set_debug)
     return table
+
+
+def _debug_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("state", choices=["on", "off"], nargs="?", help="default: show the state")
+
+
+def _set_debug(ctx: MagicContext, args: argparse.Namespace) -> object:
+    global _debug
+    if args.state is not None:
+        _debug = args.state == "on"
+    from ppml_kernel.magics.secret import Note
+
+    if _debug:
+        return Note("Debug on: %ppml errors show their full traceback.")
+    return Note("Debug off: %ppml errors show one line (add --verbose for one full trace).")
 
 
 def build_parser(sub: Subcommand) -> _Parser:
@@ -69,9 +89,18 @@ def resolve(words: list[str], table: dict[str, Subcommand]) -> tuple[Subcommand,
     raise MagicError(f"unknown subcommand {' '.join(words[:1])!r}. Known: {known}. Try %ppml help")
 
 
+_debug = False  # ``%ppml debug on``: full tracebacks for every %ppml error
+
+
+def _verbose(words: list[str]) -> tuple[list[str], bool]:
+    """Remove ``--verbose`` (any subcommand accepts it) and say whether it was there."""
+    kept = [w for w in words if w != "--verbose"]
+    return kept, len(kept) != len(words)
+
+
 def run(line: str, cell: str | None, shell: Any, kernel: Any = None) -> object:
     """Run ``%ppml line`` (or ``%%ppml line`` with ``cell``); returns what to display."""
-    words = _split(line)
+    words, _ = _verbose(_split(line))
     if not words:
         words = ["help"]
     table = all_subcommands()
@@ -98,24 +127,64 @@ class PPMLMagics(Magics):
     def ppml(self, line: str, cell: str | None = None) -> None:
         kernel = getattr(self.shell, "kernel", None)
         try:
+            _, verbose = _verbose(shlex.split(line))
+        except ValueError:
+            verbose = False
+        try:
             result = run(line, cell, self.shell, kernel)
-        except MagicError as exc:
-            _show_error(str(exc))
-            return
         except KeyboardInterrupt:
             _show_error("interrupted")
             return
+        except Exception as exc:
+            if not is_expected(exc) or verbose or _debug:
+                raise  # a bug, or the user asked for the full trace
+            _show_error(one_line(exc), hint=not isinstance(exc, MagicError))
+            return
         if result is not None:
-            display(result)
+            show(result)
 
 
-def _show_error(message: str) -> None:
+_CELL_TAG = re.compile(r"<(t[dh])((?:\s[^>]*)?)>")
+
+
+def left_align(html: str) -> str:
+    """Left-align every table cell (JupyterLab right-aligns them, numbers or not)."""
+
+    def fix(m: re.Match[str]) -> str:
+        tag, attrs = m.group(1), m.group(2)
+        if "text-align" in attrs:
+            return m.group(0)
+        if "style=" in attrs:
+            attrs = re.sub(r"style=(['\"])", r"style=\1text-align:left;", attrs, count=1)
+        else:
+            attrs += ' style="text-align:left"'
+        return f"<{tag}{attrs}>"
+
+    return _CELL_TAG.sub(fix, html)
+
+
+def show(obj: object) -> None:
+    """Display a subcommand's result (or a note it shows while running), tables left-aligned."""
+    if isinstance(obj, str):
+        from ppml_kernel.magics.secret import Note
+
+        obj = Note(obj)
+    html_of = getattr(obj, "_repr_html_", None)
+    html = html_of() if callable(html_of) else None
+    if not html:  # images, plain values: IPython's own formatters
+        display(obj)
+        return
+    display({"text/html": left_align(html), "text/plain": repr(obj)}, raw=True)
+
+
+def _show_error(message: str, hint: bool = False) -> None:
     """One readable error: red HTML in notebooks, plain text elsewhere."""
+    more = " (--verbose or %ppml debug on: full trace)" if hint and "\n" not in message else ""
     html = (
         '<pre class="ppml-error" style="color:#b71c1c;white-space:pre-wrap">'
-        f"ppml: {escape(message)}</pre>"
+        f"ppml: {escape(message)}<span style='color:#777'>{escape(more)}</span></pre>"
     )
-    display({"text/html": html, "text/plain": f"ppml: {message}"}, raw=True)
+    display({"text/html": html, "text/plain": f"ppml: {message}{more}"}, raw=True)
 
 
 class HelpTable:
@@ -129,25 +198,39 @@ class HelpTable:
 
     def __repr__(self) -> str:
         width = max(len(r[0]) for r in self.rows)
-        lines = ["%ppml subcommands (add -h to any for details):"]
+        lines = ["%ppml subcommands (add -h to any for details, --verbose for a full trace):"]
         lines += [f"  {cmd:<{width}}  {summary}" for cmd, summary, _ in self.rows]
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
         rows = "".join(
             f"<tr><td><code>{escape(cmd)}</code></td><td>{escape(summary)}</td>"
-            f"<td><code>{escape(usage)}</code></td></tr>"
+            f"<td><code>{escape(_unbreakable_options(usage))}</code></td></tr>"
             for cmd, summary, usage in self.rows
         )
         return (
             '<table class="ppml-help"><thead><tr><th>command</th><th>what it does</th>'
             f"<th>usage</th></tr></thead><tbody>{rows}</tbody></table>"
-            "<p>Add <code>-h</code> to any subcommand for its options.</p>"
+            "<p>Add <code>-h</code> to any subcommand for its options, <code>--verbose</code> "
+            "for the full traceback of an error.</p>"
         )
 
 
 def _usage(sub: Subcommand) -> str:
-    return build_parser(sub).format_usage().strip().removeprefix("usage: ")
+    """The usage on one line (argparse wraps at 80 columns, mid-table)."""
+    parser = build_parser(sub)
+    parser.formatter_class = lambda prog: argparse.HelpFormatter(prog, width=10_000)
+    return parser.format_usage().strip().removeprefix("usage: ")
+
+
+def _unbreakable_options(usage: str) -> str:
+    """Non-breaking spaces inside each ``[...]`` group, so a browser wraps between options."""
+    out, depth = [], 0
+    for ch in usage:
+        depth += ch == "["
+        depth -= ch == "]"
+        out.append("\u00a0" if ch == " " and depth > 0 else ch)
+    return "".join(out)
 
 
 def _help(ctx: MagicContext, args: argparse.Namespace) -> HelpTable:

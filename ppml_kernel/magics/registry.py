@@ -12,11 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ppml_kernel.errors import PPMLError
+
 if TYPE_CHECKING:
     from ppml_kernel.tee.base import Attester
 
 
-class MagicError(Exception):
+class MagicError(PPMLError):
     """A user-facing error: the dispatcher shows the message, never a traceback."""
 
 
@@ -45,9 +47,9 @@ class MagicContext:
         if self._display is not None:
             self._display(obj)
             return
-        from IPython.display import display
+        from ppml_kernel.magics.ppml import show
 
-        display(obj)
+        show(obj)
 
     def attester(self) -> Attester:
         """The kernel's attester, or one chosen by ``$PPML_TEE`` outside a PPML kernel."""

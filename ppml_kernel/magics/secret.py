@@ -129,13 +129,14 @@ def run_secrets(ctx: MagicContext, args: argparse.Namespace) -> SecretList:
 SUBCOMMANDS: list[Subcommand] = [
     Subcommand(
         name="secret",
-        summary="ask the verified browser for a secret (end-to-end encrypted); blocks like getpass",
+        summary="Ask the verified browser for a secret (end-to-end encrypted); "
+        "blocks like getpass.",
         configure=_configure_secret,
         run=run_secret,
     ),
     Subcommand(
         name="secrets",
-        summary="list the names of the secrets in kernel memory (never their values)",
+        summary="List the names of the secrets in kernel memory (never their values).",
         configure=lambda parser: None,
         run=run_secrets,
     ),

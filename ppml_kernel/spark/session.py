@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
@@ -25,17 +26,105 @@ DEFAULT_MASTER = "local[*]"
 APP_NAME = "ppml-kernel"
 
 _lock = threading.Lock()
+_listeners: list[Callable[[SparkSession], None]] = []
 
 
 def quiet_log_config() -> str:
-    """Path of the bundled log4j2 configuration (errors only, no console banner)."""
+    """Path of the bundled log4j2 configuration (warnings, no console banner)."""
     return str(files("ppml_kernel.spark").joinpath("log4j2-quiet.properties"))
+
+
+def log_path() -> str:
+    """This kernel's Spark log: the driver JVM's stdout and stderr, and Spark's own logs.
+
+    Kept out of the notebook (one red line there; ``%ppml spark logs`` shows this file).
+    In a private directory: logs hold no keys, but do name files and tables.
+    """
+    folder = os.path.join(tempfile.gettempdir(), f"ppml-kernel-{os.getuid()}")
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    return os.path.join(folder, f"spark-{os.getpid()}.log")
+
+
+def java_options() -> str:
+    """Driver JVM options: the quiet log4j configuration."""
+    return f"-Dlog4j2.configurationFile=file:{quiet_log_config()}"
+
+
+def ensure_jvm(conf: Mapping[str, str] | None = None) -> None:
+    """Start Spark's driver JVM (once) on a Java we found, its output going to the log file.
+
+    pyspark would start it with the kernel's stderr, so the JVM's start-up warnings and
+    every log line would appear in cells. ``conf`` becomes spark-submit ``--conf``
+    arguments, as pyspark does with a SparkConf given before the JVM exists.
+    """
+    from pyspark import SparkConf, SparkContext
+    from pyspark.java_gateway import launch_gateway
+
+    from ppml_kernel.spark.java import ensure_java
+
+    _python_logs_to_file()
+    if SparkContext._gateway is not None:
+        return
+    ensure_java()
+    launch_conf = SparkConf(loadDefaults=False)
+    for k, v in (conf or {}).items():
+        launch_conf.set(k, v)
+    opts = launch_conf.get("spark.driver.extraJavaOptions") or ""
+    if "log4j2.configurationFile" not in opts:
+        launch_conf.set("spark.driver.extraJavaOptions", f"{java_options()} {opts}".strip())
+    fd = os.open(log_path(), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "ab") as log:
+        gateway = launch_gateway(launch_conf, popen_kwargs={"stdout": log, "stderr": log})
+    SparkContext._ensure_initialized(gateway=gateway)
+
+
+def _python_logs_to_file() -> None:
+    """pyspark's own Python loggers (a JSON record of every failed query) go to the log file."""
+    import logging
+    import warnings
+
+    from pyspark.logger import PySparkLogger
+
+    # A failed Arrow conversion also warns, quoting the Python worker's whole traceback,
+    # just before the same error is raised: the raise is enough (one line in the magics).
+    warnings.filterwarnings("ignore", message=r"(toPandas|createDataFrame) attempted Arrow "
+                            r"optimization because .* has reached the error below",
+                            category=UserWarning)
+    for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
+        logger = PySparkLogger.getLogger(name)
+        if any(getattr(h, "baseFilename", None) == log_path() for h in logger.handlers):
+            continue
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        logger.addHandler(logging.FileHandler(log_path(), delay=True))
+        logger.propagate = False
+
+
+def on_session(callback: Callable[[SparkSession], None]) -> None:
+    """Call ``callback(spark)`` whenever the kernel creates or connects a session.
+
+    The notebook layer uses it to bind ``spark``/``sc`` and to show job progress;
+    this module knows nothing about IPython.
+    """
+    if callback not in _listeners:
+        _listeners.append(callback)
+
+
+def announce(spark: SparkSession) -> None:
+    """Tell the :func:`on_session` listeners about ``spark`` (errors never break Spark)."""
+    for callback in list(_listeners):
+        try:
+            callback(spark)
+        except Exception:  # a display problem must not fail the user's query
+            import logging
+
+            logging.getLogger(__name__).debug("session listener failed", exc_info=True)
 
 
 def session_conf(master: str | None = None, extra: Mapping[str, Any] | None = None
                  ) -> dict[str, str]:
     """The Spark configuration the kernel uses (before ``extra`` overrides)."""
-    java_opts = f"-Dlog4j2.configurationFile=file:{quiet_log_config()}"
+    java_opts = java_options()
     conf = {
         "spark.master": master or os.environ.get("PPML_SPARK_MASTER") or DEFAULT_MASTER,
         "spark.app.name": APP_NAME,
@@ -74,16 +163,20 @@ def get_or_create_session(master: str | None = None,
         from pyspark.sql import SparkSession
 
         active = SparkSession.getActiveSession()
+        created = active is None
         if active is None:
+            settings = session_conf(master, conf)
+            ensure_jvm(settings)
             builder = SparkSession.builder
-            for k, v in session_conf(master, conf).items():
+            for k, v in settings.items():
                 builder = builder.config(k, v)
             active = builder.getOrCreate()
-            active.sparkContext.setLogLevel("ERROR")
         from ppml_kernel.data.sparkio import register
 
         register(active)
-        return active
+    if created:
+        announce(active)
+    return active
 
 
 def stop_session() -> None:

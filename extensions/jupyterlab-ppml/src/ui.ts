@@ -18,11 +18,12 @@ const PHASE_CLASS: Record<Phase, string> = {
   failed: 'ppml-failed'
 };
 
+// Glyphs that a stock Debian Chromium draws with its only fonts (DejaVu): no emoji.
 const PHASE_ICON: Record<Phase, string> = {
   'not-ppml': '',
-  verifying: '⏳',
+  verifying: '…',
   'needs-approval': '⚠',
-  verified: '🔒',
+  verified: '✔',
   simulated: '⚠',
   failed: '✖'
 };
