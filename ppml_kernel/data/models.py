@@ -285,8 +285,8 @@ def load_model(path: str | os.PathLike[str], key: str | None = None, *,
     """Load a model saved by :func:`save_model` after checking every file.
 
     ``key``: require the model to be encrypted for this key id. ``trusted``: for
-    scikit-learn models, extra type names skops may construct beyond its defaults
-    (unknown types are refused, nothing is unpickled).
+    scikit-learn models, type names skops may construct beyond its defaults and
+    scikit-learn's own classes (other types are refused; nothing is unpickled).
     """
     root = Path(os.fspath(path))
     provider = provider or default_provider()
@@ -302,11 +302,15 @@ def _load_sklearn(path: Path, provider: KeyProvider, trusted: Sequence[str] | No
     import skops.io as sio
 
     data = _decrypt_bytes(path, provider)
-    untrusted = [t for t in sio.get_untrusted_types(data=data) if t not in (trusted or ())]
+    # skops constructs objects only from types it is told to trust (never unpickles);
+    # scikit-learn's own classes are trusted, anything else (functions, other
+    # packages) must be named by the caller.
+    untrusted = [t for t in sio.get_untrusted_types(data=data)
+                 if t not in (trusted or ()) and not t.startswith("sklearn.")]
     if untrusted:
         raise DatasetError(f"{path}: the model needs types that are not trusted: "
                            f"{', '.join(untrusted)} (pass trusted=[...] if you expect them)")
-    return sio.loads(data, trusted=list(trusted or []) or None)
+    return sio.loads(data, trusted=sio.get_untrusted_types(data=data))
 
 
 def _load_spark(root: Path, manifest: dict[str, Any], cls: Any, provider: KeyProvider) -> Any:
