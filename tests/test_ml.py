@@ -115,6 +115,9 @@ def _files(root):
 def test_spark_model_round_trip_all_files_encrypted(fmt, lr_model, frames, tmp_path, data_key):  # noqa: F811
     target = tmp_path / "lr"
     save_model(lr_model, target, KEY_ID, format=fmt)
+    session = frames[0].sparkSession
+    # The PME write settings were for the model only: later Parquet writes are unchanged.
+    assert session.conf.get("parquet.encryption.uniform.key", None) is None
     for f in _files(target):
         head = f.read_bytes()[:16]
         assert head == F.MAGIC or head[:4] == PME_MAGIC, f"{f} is not encrypted"
