@@ -202,3 +202,21 @@ def write(df: DataFrame, path: str | os.PathLike[str], key: str, format: str = "
         .mode(spark_mode)
         .save(target)
     )
+
+
+def save_model(model: Any, path: str | os.PathLike[str], key: str, *, format: str = "pme",
+               overwrite: bool = False) -> None:
+    """Save a fitted Spark ML model (or scikit-learn estimator) encrypted under ``key``.
+
+    See :mod:`ppml_kernel.data.models` (the one home of encrypted models).
+    """
+    from ppml_kernel.data.models import save_model as _save
+
+    _save(model, path, key, format=format, overwrite=overwrite)
+
+
+def load_model(path: str | os.PathLike[str], key: str | None = None, **kwargs: Any) -> Any:
+    """Load a model saved by :func:`save_model`, after checking every file of it."""
+    from ppml_kernel.data.models import load_model as _load
+
+    return _load(path, key, **kwargs)

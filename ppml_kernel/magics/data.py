@@ -112,7 +112,8 @@ def _cell(v: Any) -> str:
 
 
 def _configure_load(p: argparse.ArgumentParser) -> None:
-    p.add_argument("path", metavar="PATH", help="encrypted file or directory")
+    p.add_argument("path", metavar="PATH", help="encrypted file or directory (a dataset, or "
+                   "a model saved with %%ppml save)")
     p.add_argument("--format", choices=["csv", "json", "text", "parquet"],
                    help="file format (default: from the file names)")
     p.add_argument("--key", metavar="NAME", help="require files encrypted for this key id")
@@ -148,6 +149,10 @@ def _run_load(ctx: MagicContext, args: argparse.Namespace) -> object:
     name = args.view or _name_from_path(args.path)
     if not name.isidentifier():
         raise MagicError(f"--as {name!r} is not a valid Python identifier / view name")
+    from ppml_kernel.data.models import is_model_dir
+
+    if is_model_dir(args.path):
+        return _load_model(ctx, args, name)
     options = _options(args.option)
     if args.header:
         options["header"] = "true"
@@ -166,12 +171,14 @@ def _run_load(ctx: MagicContext, args: argparse.Namespace) -> object:
 
 
 def _configure_save(p: argparse.ArgumentParser) -> None:
-    p.add_argument("df", metavar="DF", help="name of a Spark (or pandas) DataFrame variable")
+    p.add_argument("df", metavar="DF", help="name of a Spark (or pandas) DataFrame variable, "
+                   "or of a fitted model (Spark ML or scikit-learn)")
     p.add_argument("path", metavar="PATH", help="output directory")
     p.add_argument("--key", metavar="NAME", help="key id to encrypt under (default: the only "
                    "loaded key)")
     p.add_argument("--format", default="parquet", choices=["csv", "json", "text", "parquet"],
-                   help="parquet (Parquet Modular Encryption, default) or csv/json/text")
+                   help="parquet (Parquet Modular Encryption, default) or csv/json/text; "
+                   "for a model: parquet = PME data files, others = every file ppml-aead")
     p.add_argument("--mode", default="errorifexists",
                    choices=["errorifexists", "overwrite", "append", "ignore"])
     p.add_argument("--option", action="append", metavar="KEY=VALUE", help="writer option")
@@ -198,6 +205,8 @@ def _run_save(ctx: MagicContext, args: argparse.Namespace) -> object:
         raise MagicError(f"no variable named {args.df!r}")
     df = ctx.shell.user_ns[args.df]
     spark = _spark()
+    if not hasattr(df, "sparkSession") and _is_model(df):
+        return _save_model(df, args)
     if not hasattr(df, "sparkSession"):
         try:
             import pandas as pd
@@ -218,6 +227,60 @@ def _run_save(ctx: MagicContext, args: argparse.Namespace) -> object:
         [(f.name, f.dataType.simpleString()) for f in df.schema.fields],
         [f"Encrypted ({args.format}) under key id {key!r}."],
     )
+
+
+# --------------------------------------------------------------------------- models
+
+
+def _is_model(obj: object) -> bool:
+    """A fitted Spark ML model/pipeline or a scikit-learn estimator (not a DataFrame)."""
+    if hasattr(obj, "write") and hasattr(obj, "uid"):
+        return True
+    return type(obj).__module__.split(".")[0] == "sklearn"
+
+
+def _save_model(model: Any, args: argparse.Namespace) -> object:
+    """``%ppml save MODEL PATH``: see :func:`ppml_kernel.data.models.save_model`."""
+    from ppml_kernel.data.errors import DatasetError
+    from ppml_kernel.data.models import save_model
+
+    if args.mode not in ("errorifexists", "overwrite"):
+        raise MagicError("a model is saved whole: --mode errorifexists or overwrite")
+    key = _default_key(args.key)
+    fmt = "pme" if args.format == "parquet" else "aead"
+    try:
+        save_model(model, args.path, key, format=fmt, overwrite=args.mode == "overwrite")
+    except DatasetError as exc:
+        raise MagicError(str(exc)) from None
+    except Exception as exc:
+        raise MagicError(friendly_error(exc)) from None
+    return SchemaSummary(f"Saved model {args.df} to {args.path}",
+                         [("class", type(model).__name__)],
+                         [f"Every file encrypted under key id {key!r}; tamper-evident as a "
+                          "whole (manifest of hashes)."])
+
+
+def _load_model(ctx: MagicContext, args: argparse.Namespace, name: str) -> object:
+    """``%ppml load MODEL_DIR --as NAME``: bind the model saved there to ``NAME``."""
+    from ppml_kernel.data.errors import DatasetError
+    from ppml_kernel.data.models import load_model
+
+    if args.format or args.schema or args.header or args.option:
+        raise MagicError(f"{args.path} is a saved model: only --key and --as apply")
+    _spark()
+    try:
+        model = load_model(args.path, args.key)
+    except DatasetError as exc:
+        raise MagicError(str(exc)) from None
+    except Exception as exc:
+        raise MagicError(friendly_error(exc)) from None
+    ctx.shell.user_ns[name] = model
+    stages = [type(s).__name__ for s in getattr(model, "stages", [])]
+    fields = [("class", type(model).__name__)] + ([("stages", " -> ".join(stages))]
+                                                  if stages else [])
+    return SchemaSummary(f"Loaded model {args.path}", fields,
+                         [f"Model variable `{name}`; every file checked against the "
+                          "model's encrypted manifest."])
 
 
 # --------------------------------------------------------------------------- sql
