@@ -252,8 +252,6 @@ def _save_model(model: Any, args: argparse.Namespace) -> object:
         save_model(model, args.path, key, format=fmt, overwrite=args.mode == "overwrite")
     except DatasetError as exc:
         raise MagicError(str(exc)) from None
-    except Exception as exc:
-        raise MagicError(friendly_error(exc)) from None
     return SchemaSummary(f"Saved model {args.df} to {args.path}",
                          [("class", type(model).__name__)],
                          [f"Every file encrypted under key id {key!r}; tamper-evident as a "
@@ -272,8 +270,6 @@ def _load_model(ctx: MagicContext, args: argparse.Namespace, name: str) -> objec
         model = load_model(args.path, args.key)
     except DatasetError as exc:
         raise MagicError(str(exc)) from None
-    except Exception as exc:
-        raise MagicError(friendly_error(exc)) from None
     ctx.shell.user_ns[name] = model
     stages = [type(s).__name__ for s in getattr(model, "stages", [])]
     fields = [("class", type(model).__name__)] + ([("stages", " -> ".join(stages))]
