@@ -145,7 +145,7 @@ def test_secret_magic_keeps_no_plaintext_in_its_frames(monkeypatch):
             tb = tb.tb_next
         return found
 
-    def fail_after_storing(verdict):
+    def fail_after_storing(kernel, verdict):
         raise RuntimeError("display failed")
 
     monkeypatch.setattr(magic, "_describe", fail_after_storing)
