@@ -212,6 +212,7 @@ def run(args: argparse.Namespace) -> int:
     if args.outputs == "sealed":
         from ppml_kernel.channel.atrest import load_or_create_key, seal_notebook
 
-        seal_notebook(nb, load_or_create_key(Path(args.seal_key)), sources=args.seal_sources)
+        key = load_or_create_key(Path(args.seal_key))
+        nb = nbformat.from_dict(seal_notebook(nb, key, sources=args.seal_sources))
     nbformat.write(nb, out_path)
     return EXIT_CELL_ERROR if failed else 0
