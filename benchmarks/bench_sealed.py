@@ -26,20 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-KERNELS = {
-    "ppml": [sys.executable, "-m", "ppml_kernel", "-f", "{connection_file}"],
-    "stock": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-}
-
-
-def install_specs(root: Path) -> None:
-    for name, argv in KERNELS.items():
-        d = root / "kernels" / f"bench-{name}"
-        d.mkdir(parents=True)
-        spec: dict[str, Any] = {"argv": argv, "display_name": name, "language": "python"}
-        if name == "ppml":
-            spec["env"] = {"PPML_TEE": "simulated"}
-        (d / "kernel.json").write_text(json.dumps(spec))
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_kernel import install_specs
 
 
 def start(name: str) -> tuple[Any, Any]:
