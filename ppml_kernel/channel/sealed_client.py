@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ppml_kernel.channel import protocol
-from ppml_kernel.channel.client import BrowserClient, simulated_root, verifier_for_root
+from ppml_kernel.channel.client import BrowserClient, simulated_root
 from ppml_kernel.channel.protocol import TARGET_NAME, ProtocolError
 
 if TYPE_CHECKING:
@@ -94,7 +94,7 @@ class SealedKernelClient:
         policy = self.policy or Policy()
         root = simulated_root(evidence.get("collateral") or "") if self.allow_simulated else None
         if root is None:
-            return Verifier(policy) if self.policy else verifier_for_root(None)
+            return Verifier(policy)
         anchor = TrustAnchor("simulated root allowed by the user", root, simulated=True)
         policy = dataclasses.replace(policy, allow_simulated=True)
         return Verifier(policy, simulated_anchor=anchor)
