@@ -182,24 +182,42 @@ def mutate_document(doc: Any, rng: random.Random, now: int) -> str:
                 o[i] = (o[i][0], Raw(number_lexeme(rng, o[i][1])))
         elif op == "date":
             spots = leaves(doc, lambda k, v: k in DATE_KEYS)
+            if not spots:  # an earlier edit deleted them
+                kinds.pop()
+                continue
             o, i = rng.choice(spots)
             o[i] = (o[i][0], random_date(rng, now))
         elif op == "status":
             spots = leaves(doc, lambda k, v: k == "tcbStatus")
+            if not spots:
+                kinds.pop()
+                continue
             o, i = rng.choice(spots)
             o[i] = (o[i][0], rng.choice(STATUSES))
         elif op == "duplicate":
-            o = rng.choice([o for o in objects(doc) if o])
+            filled = [o for o in objects(doc) if o]
+            if not filled:
+                kinds.pop()
+                continue
+            o = rng.choice(filled)
             i = rng.randrange(len(o))
             key, value = o[i]
             if not key.startswith("x"):  # serde ignores repeated unknown keys; we refuse them
                 other = rng.choice([value, random_value(rng), "Revoked", "UpToDate"])
                 o.insert(rng.choice([i, i + 1, len(o)]), (key, other))
         elif op == "delete":
-            o = rng.choice([o for o in objects(doc) if o])
+            filled = [o for o in objects(doc) if o]
+            if not filled:
+                kinds.pop()
+                continue
+            o = rng.choice(filled)
             del o[rng.randrange(len(o))]
         elif op == "set":
-            o = rng.choice([o for o in objects(doc) if o])
+            filled = [o for o in objects(doc) if o]
+            if not filled:
+                kinds.pop()
+                continue
+            o = rng.choice(filled)
             i = rng.randrange(len(o))
             o[i] = (o[i][0], random_value(rng))
         elif op == "unknown":
@@ -208,11 +226,17 @@ def mutate_document(doc: Any, rng: random.Random, now: int) -> str:
             o.insert(rng.randrange(len(o) + 1), (key, random_value(rng)))
         elif op == "hex":
             spots = leaves(doc, lambda k, v: k in HEX_KEYS and isinstance(v, str))
+            if not spots:
+                kinds.pop()
+                continue
             o, i = rng.choice(spots)
             v = o[i][1]
             o[i] = (o[i][0], rng.choice([v.lower(), v[:-2], v + "00", v[:-1] + "G", "0x" + v[2:]]))
         elif op == "levels":
             spots = leaves(doc, lambda k, v: k == "tcbLevels" and isinstance(v, list))
+            if not spots:
+                kinds.pop()
+                continue
             o, i = rng.choice(spots)
             levels = list(o[i][1])
             rng.shuffle(levels)
