@@ -20,10 +20,11 @@ How it works, and why this way:
   subshell should get its messages on the shell-channel thread; the button's comm
   answers that question by setting the cancel flag there (and routing the message as
   usual). The poller then cancels the cell's job group; the cell sees Spark's
-  "cancelled" error as one line, and the kernel stays usable. A *sealed* click hides its
-  comm id until the sealing gate opens it on the main thread, after the cell: there,
-  Jupyter's interrupt (sent in the clear) is the way, and ``post_run_cell`` cancels the
-  jobs of a cell that ended in ``KeyboardInterrupt``.
+  "cancelled" error as one line, and the kernel stays usable. A *sealed* click is
+  opened by the sealing gate on that same thread as it arrives
+  (``PPMLKernel.shell_channel_thread_main``), which then asks the comm the same
+  question, so Cancel works in sealed sessions too. Jupyter's interrupt is the other
+  way: ``post_run_cell`` cancels the jobs of a cell that ended in ``KeyboardInterrupt``.
 """
 
 from __future__ import annotations
