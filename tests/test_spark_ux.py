@@ -74,6 +74,28 @@ def test_missing_key_is_named_before_spark_starts(session):
     assert ex.text().strip() == "True", "the key check started a JVM"
 
 
+def test_missing_pme_key_is_named_before_spark_starts(session):
+    """A Parquet Modular Encryption dataset keeps its key id in the file's crypto
+    metadata: it is read from there (no Spark, no key) and named once, with how to send it."""
+    import pyarrow as pa
+
+    from ppml_kernel.data.parquet import write_parquet
+
+    kc, _, _, root = session
+    pme = root / "pme-dataset"
+    pme.mkdir()
+    kf = write_key_file(root / "pme.key", "ux-pme-key")
+    for p in range(2):
+        write_parquet(pa.table({"id": list(range(p * 10, p * 10 + 10))}),
+                      str(pme / f"part-{p}.parquet"), KeyFileProvider(kf), "ux-pme-key")
+    line = one_red_line(run(kc, f"%ppml load {pme} --as p"))
+    assert "'ux-pme-key'" in line and "%ppml secret ux-pme-key" in line, line
+    assert "%ppml keys import" in line
+    assert line.count("ux-pme-key") == 2, line  # the id, and how to send it: said once
+    ex = run(kc, "from pyspark import SparkContext\nprint(SparkContext._gateway is None)")
+    assert ex.text().strip() == "True", "the key check started a JVM"
+
+
 def test_first_spark_use_is_quiet_and_binds_spark_and_sc(session):
     kc, kf, enc, _ = session
     ex = run(kc, "print(repr(spark))")
