@@ -95,8 +95,13 @@ class PPMLKernel(IPythonKernel):
         one): that is how a widget learns of a click while the cell holds the main
         thread. Routing itself is unchanged (by the header, as for any sealed message).
         """
+        def routable(header: dict[str, Any]) -> bool:
+            subshell = header.get("subshell_id")
+            manager = self.shell_channel_thread.manager
+            return subshell is None or subshell in manager.list_subshell()
+
         try:
-            opened = self.sealing.preopen(msg, self.session)
+            opened = self.sealing.preopen(msg, self.session, routable)
         except Exception:  # never let early opening break the channel; the main thread decides
             self.log.warning("could not open a sealed message on arrival", exc_info=True)
             opened = None

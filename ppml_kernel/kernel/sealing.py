@@ -272,20 +272,30 @@ class SealingGate:
             outcome.content, outcome.metadata, outcome.buffers)
 
     # ------------------------------------------------- opening on arrival
-    def preopen(self, frames: Sequence[Any], session: Any) -> dict[str, Any] | None:
+    def preopen(
+        self,
+        frames: Sequence[Any],
+        session: Any,
+        routable: Callable[[dict[str, Any]], bool] = lambda _header: True,
+    ) -> dict[str, Any] | None:
         """On the shell-channel thread: open a sealed shell frame as it arrives.
 
         ``frames`` is the raw multipart message, forwarded unchanged to the thread that
-        handles it; ``session`` the kernel's ``jupyter_client`` Session. Returns the
-        opened message (for routing a sealed comm message), or None when the frame is
-        not sealed, is not a valid Jupyter message (ipykernel drops it too) or failed to
-        open (its rejection is answered by the main thread, in turn, as before).
+        handles it; ``session`` the kernel's ``jupyter_client`` Session; ``routable``
+        says whether ipykernel will forward a message with this header (an unknown
+        subshell is answered and dropped there: such a frame is left unopened, so it
+        uses no number). Returns the opened message (for routing a sealed comm
+        message), or None when the frame is not sealed, is not a valid Jupyter message
+        (ipykernel drops it too) or failed to open (its rejection is answered by the
+        main thread, in turn, as before).
         """
         try:
             _idents, rest = session.feed_identities(list(frames), copy=False)
             # Checks the HMAC signature (and a duplicate one) without recording it: the
             # main thread's full deserialisation records it, as without early opening.
             msg = session.deserialize(rest, content=False, copy=False)
+            if not routable(msg["header"]):
+                return None
             raw = msg["content"]
             if _SEALED_MARK not in bytes(raw):
                 return None
