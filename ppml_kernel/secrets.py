@@ -39,8 +39,13 @@ class Secret:
         raise TypeError("secrets cannot be pickled (they stay in kernel memory)")
 
 
-class SecretStore:
-    """Name -> :class:`Secret`, thread-safe (the control thread writes, cells read)."""
+class BrowserSecretStore:
+    """Name -> :class:`Secret` (text sent through the browser channel), thread-safe.
+
+    Not the store of key bytes (that is :class:`ppml_kernel.keys.store.KeyStore`); the
+    kernel's key store looks key ids up here too, so a key can be sent as a secret.
+    The control thread writes, cells read.
+    """
 
     def __init__(self) -> None:
         self._items: dict[str, Secret] = {}
@@ -80,11 +85,16 @@ class SecretStore:
             return name in self._items
 
     def __repr__(self) -> str:
-        return f"SecretStore(names={self.names()!r})"
+        return f"BrowserSecretStore(names={self.names()!r})"
 
 
-STORE = SecretStore()
+STORE = BrowserSecretStore()
 """The kernel's store (one per kernel process)."""
+
+
+def browser_store() -> BrowserSecretStore:
+    """The kernel's store (a function, so the key store always reads the current one)."""
+    return STORE
 
 
 def get(name: str) -> str:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from ppml_kernel.data import broker as B
 from ppml_kernel.data.errors import DatasetKeyError
 from ppml_kernel.data.format import new_header
-from ppml_kernel.data.keys import KeyFileProvider, write_key_file
+from ppml_kernel.keys.broker import local as B
+from ppml_kernel.keys.files import KeyFileProvider, write_key_file
 
 
 @pytest.fixture

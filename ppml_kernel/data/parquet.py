@@ -3,7 +3,7 @@
 PME (the Parquet standard; pyarrow's ``pyarrow.parquet.encryption``) encrypts each
 column chunk and the footer with AES-GCM under data keys, which are wrapped by key-
 encryption keys, which a KMS client wraps with a *master key* named by id. Here the
-"KMS" is our :class:`~ppml_kernel.data.keys.KeyProvider` and the master key id is the
+"KMS" is our :class:`~ppml_kernel.keys.provider.KeyProvider` and the master key id is the
 dataset key id, so the same KEKs, the same secret store and the same Spark key broker
 serve both formats. Files use the encrypted-footer mode (magic ``PARE``) with uniform
 encryption: nothing, not even the schema, is readable without the key.
@@ -34,10 +34,10 @@ from ppml_kernel.data.errors import (
     WrongKeyError,
 )
 from ppml_kernel.data.format import MAGIC, EncryptedFile, WrappedKey
-from ppml_kernel.data.keys import KeyProvider
-from ppml_kernel.data.pme_spark import KMS_INSTANCE
 from ppml_kernel.data.sniff import PME_MAGIC, describe_foreign
 from ppml_kernel.keys.ids import check_key_id
+from ppml_kernel.keys.pme.names import KMS_INSTANCE
+from ppml_kernel.keys.provider import KeyProvider
 
 _CONTEXT = b"ppml parquet modular encryption\x00"
 

@@ -16,14 +16,13 @@ The socket path is not a secret. Workers find it through, in order, the ``keybro
 data source option, ``$PPML_KEY_BROKER`` (set before the JVM starts so it inherits it),
 or by walking their own ancestors for ``<tmp>/ppml-kernel-<uid>/broker-<pid>.sock``.
 
-The attested cluster broker (cluster issue) replaces this with a KeySource whose
-workers prove they run in an enclave; the wire format here is deliberately tiny.
+The attested cluster broker (:mod:`ppml_kernel.keys.broker.attested`) replaces this
+where workers must prove they run in an enclave; the wire format here is deliberately tiny.
 """
 
 from __future__ import annotations
 
 import atexit
-import base64
 import contextlib
 import json
 import os
@@ -37,15 +36,18 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from ppml_kernel.data.errors import (
+from ppml_kernel.b64 import b64decode as _unb64
+from ppml_kernel.b64 import b64encode as _b64
+from ppml_kernel.keys.errors import (
     DatasetKeyError,
     UnknownKeyError,
     UnwrapError,
     WrongKeyError,
 )
-from ppml_kernel.data.format import WrappedKey
-from ppml_kernel.data.keys import KeyProvider, default_provider
 from ppml_kernel.keys.ids import KeyIdError, check_key_id
+from ppml_kernel.keys.provider import KeyProvider
+from ppml_kernel.keys.store import default_provider
+from ppml_kernel.keys.wrap import WrappedKey
 
 ENV_VAR = "PPML_KEY_BROKER"
 ENV_PEERS = "PPML_KEY_BROKER_PEERS"
@@ -152,14 +154,6 @@ def _recv(sock: socket.socket) -> dict:
     if n > _MAX_MESSAGE:
         raise ConnectionError("key broker message too large")
     return json.loads(_recv_exact(sock, n))
-
-
-def _b64(b: bytes) -> str:
-    return base64.b64encode(b).decode("ascii")
-
-
-def _unb64(s: str) -> bytes:
-    return base64.b64decode(s, validate=True)
 
 
 # --------------------------------------------------------------------------- server
@@ -310,7 +304,7 @@ class BrokerClient(KeyProvider):
         raise DatasetKeyError(
             "no key broker is reachable from this Spark worker: start Spark with "
             "ppml_kernel.spark.session.get_or_create_session() (or call "
-            "ppml_kernel.data.broker.start_local_broker() before the Spark session), "
+            "ppml_kernel.keys.broker.local.start_local_broker() before the Spark session), "
             "or use .option('keysource', 'keyfile').option('keyfile', PATH)"
         )
 

@@ -1,0 +1,5 @@
+"""Parquet modular encryption's KMS glue: Spark's Parquet asks our key broker for keys.
+
+* :mod:`~ppml_kernel.keys.pme.names` - class and option names (no pyspark import)
+* :mod:`~ppml_kernel.keys.pme.jar` - builds ``java/ppml/BrokerKmsClient.java`` into a jar
+"""
