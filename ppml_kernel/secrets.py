@@ -9,9 +9,10 @@ What user code does with :func:`get`'s return value is up to the user.
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass, field
+
+from ppml_kernel._named import NamedValues
 
 _HIDDEN = "<hidden>"
 
@@ -39,7 +40,7 @@ class Secret:
         raise TypeError("secrets cannot be pickled (they stay in kernel memory)")
 
 
-class BrowserSecretStore:
+class BrowserSecretStore(NamedValues[Secret]):
     """Name -> :class:`Secret` (text sent through the browser channel), thread-safe.
 
     Not the store of key bytes (that is :class:`ppml_kernel.keys.store.KeyStore`); the
@@ -47,19 +48,13 @@ class BrowserSecretStore:
     The control thread writes, cells read.
     """
 
-    def __init__(self) -> None:
-        self._items: dict[str, Secret] = {}
-        self._lock = threading.Lock()
-
     def put(self, name: str, value: str, source: str = "browser") -> Secret:
         item = Secret(name, value, source)
-        with self._lock:
-            self._items[name] = item
+        self._set(name, item)
         return item
 
     def secret(self, name: str) -> Secret:
-        with self._lock:
-            item = self._items.get(name)
+        item = self._lookup(name)
         if item is None:
             known = ", ".join(self.names()) or "none yet"
             raise KeyError(f"no secret named {name!r} (known: {known}); use %ppml secret {name}")
@@ -67,25 +62,6 @@ class BrowserSecretStore:
 
     def get(self, name: str) -> str:
         return self.secret(name).reveal()
-
-    def names(self) -> list[str]:
-        with self._lock:
-            return sorted(self._items)
-
-    def delete(self, name: str) -> bool:
-        with self._lock:
-            return self._items.pop(name, None) is not None
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
-    def __contains__(self, name: object) -> bool:
-        with self._lock:
-            return name in self._items
-
-    def __repr__(self) -> str:
-        return f"BrowserSecretStore(names={self.names()!r})"
 
 
 STORE = BrowserSecretStore()

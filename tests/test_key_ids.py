@@ -82,9 +82,9 @@ def test_the_cluster_broker_refuses_ids_no_file_can_carry(isolated_jupyter, tmp_
     assert "field 'keys[0]'" in answer["error"] and "key id" in answer["error"]
 
 
-# Base modules import nothing from ppml_kernel themselves (secrets: browser secrets as text).
-BASE_MODULES = ("ppml_kernel.errors", "ppml_kernel._lazy", "ppml_kernel.crypto",
-                "ppml_kernel.b64", "ppml_kernel.secrets")
+# Base modules import only each other (secrets: the browser's secrets, as text).
+BASE_MODULES = ("ppml_kernel.errors", "ppml_kernel._lazy", "ppml_kernel._named",
+                "ppml_kernel.crypto", "ppml_kernel.b64", "ppml_kernel.secrets")
 
 
 def test_keys_package_imports_only_attestation_tee_and_base_modules():

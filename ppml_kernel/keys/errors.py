@@ -20,36 +20,28 @@ class DatasetKeyError(DatasetError):
     """Base class of every error of the keys package (a key problem)."""
 
 
-class UnknownKeyError(DatasetKeyError):
+class _AboutKeyId(DatasetKeyError):
+    """A key error about one key id, kept as ``key_id`` for callers that add a file name."""
+
+    def __init__(self, message: str, *, key_id: str) -> None:
+        super().__init__(message)
+        self.key_id = key_id
+
+
+class UnknownKeyError(_AboutKeyId):
     """No key with this key id is available to the provider."""
 
-    def __init__(self, message: str, *, key_id: str) -> None:
-        super().__init__(message)
-        self.key_id = key_id
 
-
-class WrongKeyError(DatasetKeyError):
+class WrongKeyError(_AboutKeyId):
     """A key with this key id exists but it is not the key the file was encrypted with."""
 
-    def __init__(self, message: str, *, key_id: str) -> None:
-        super().__init__(message)
-        self.key_id = key_id
 
-
-class UnwrapError(DatasetKeyError):
+class UnwrapError(_AboutKeyId):
     """The key check matched but the wrapped data key did not authenticate (header edited)."""
 
-    def __init__(self, message: str, *, key_id: str) -> None:
-        super().__init__(message)
-        self.key_id = key_id
 
-
-class BadDataKeyError(DatasetKeyError):
+class BadDataKeyError(_AboutKeyId):
     """The key provider answered with something that cannot be this file's data key."""
-
-    def __init__(self, message: str, *, key_id: str) -> None:
-        super().__init__(message)
-        self.key_id = key_id
 
 
 class KeyFileError(DatasetKeyError):

@@ -11,8 +11,8 @@ key file's JSON, base64 or hex. Nothing here is written to disk, logged or print
 from __future__ import annotations
 
 import os
-import threading
 
+from ppml_kernel._named import NamedValues
 from ppml_kernel.keys.errors import KeyFileError
 from ppml_kernel.keys.files import parse_kek_text, read_key_file
 from ppml_kernel.keys.ids import check_key_id, is_key_id
@@ -21,12 +21,11 @@ from ppml_kernel.keys.wrap import KEK_SIZE
 from ppml_kernel.secrets import BrowserSecretStore, browser_store
 
 
-class KeyStore:
+class KeyStore(NamedValues[bytes]):
     """Thread-safe key id -> key bytes; names are visible, values never are."""
 
     def __init__(self, keys: dict[str, bytes] | None = None) -> None:
-        self._lock = threading.Lock()
-        self._values: dict[str, bytes] = {}
+        super().__init__()
         for name, value in (keys or {}).items():
             self.put(name, value)
 
@@ -35,35 +34,10 @@ class KeyStore:
         check_key_id(name)
         if not isinstance(value, (bytes, bytearray)) or not value:
             raise TypeError("a key must be non-empty bytes")
-        with self._lock:
-            self._values[name] = bytes(value)
+        self._set(name, bytes(value))
 
     def get(self, name: str) -> bytes | None:
-        with self._lock:
-            return self._values.get(name)
-
-    def delete(self, name: str) -> bool:
-        with self._lock:
-            return self._values.pop(name, None) is not None
-
-    def names(self) -> list[str]:
-        with self._lock:
-            return sorted(self._values)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._values.clear()
-
-    def __contains__(self, name: object) -> bool:
-        with self._lock:
-            return name in self._values
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._values)
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} names={self.names()!r}>"
+        return self._lookup(name)
 
 
 class KernelKeyStore(KeyStore):
