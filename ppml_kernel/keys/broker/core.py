@@ -3,16 +3,18 @@
 A worker that the transport has authenticated (a peer-checked Unix socket, or an
 attested HTTP session) asks for KEKs by id, for files' data keys to be unwrapped, or
 for new data keys to be wrapped. :class:`KeyGrants` answers each request from the
-driver's :class:`KeySource` (KEKs never leave it except as a ``kek`` grant), records
-every grant and refusal in the :class:`~ppml_kernel.keys.broker.audit.AuditLog`, and
-leaves sealing the answer to the session (:class:`GrantSealer`).
+driver's keys (KEKs never leave them except as a ``kek`` grant to an attested
+session), records every grant and refusal in the
+:class:`~ppml_kernel.keys.broker.audit.AuditLog`, and leaves how an answer travels
+to the transport: sealed to an attested session (:class:`GrantSealer`), or plain over
+the peer-checked local socket (:func:`audited`).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from ppml_kernel.keys.broker import protocol as P
 from ppml_kernel.keys.broker.audit import GRANT, REFUSE, AuditEvent, AuditLog
@@ -20,6 +22,7 @@ from ppml_kernel.keys.wrap import WrappedKey, unwrap_with_kek, wrap_with_kek
 
 Unwrapper = Callable[[str, WrappedKey, bytes], bytes]
 Wrapper = Callable[[str, bytes, bytes], WrappedKey]
+T = TypeVar("T")
 
 
 class KeySource(Protocol):
@@ -72,6 +75,20 @@ def safe_error(exc: BaseException) -> str:
     if module.startswith("ppml_kernel."):
         return P.clean_text(f"{type(exc).__name__}: {exc}", 300)
     return f"{type(exc).__name__} while unwrapping"
+
+
+def audited(audit: AuditLog, who: str, peer: str, kind: str, key_id: str,
+            action: Callable[[], T]) -> T:
+    """Run one request for ``key_id`` and audit it as granted, or refused (re-raised)."""
+    try:
+        value = action()
+    except Exception as exc:
+        audit.record(AuditEvent(time.time(), REFUSE, who, peer, False,
+                                reason=safe_error(exc), key_ids=(key_id,)))
+        raise
+    audit.record(AuditEvent(time.time(), GRANT, who, peer, True, reason=kind,
+                            key_ids=(key_id,)))
+    return value
 
 
 class KeyGrants:
