@@ -21,7 +21,6 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -178,22 +177,9 @@ class SweepReport:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        from ppml_kernel.spark.display import attestation_table
+        from ppml_kernel.spark.display import sweep_html
 
-        title = (f"Attestation sweep: {len(self.accepted)} accepted, {len(self.refused)} refused "
-                 f"of {len(self.executors)} executor(s) in {self.seconds:.1f} s")
-        extra = "".join(
-            f"<div style='color:#a15c00'>executor {escape(m)}: not probed; it attests on its "
-            "first key request</div>" for m in self.missing
-        )
-        if self.excluded:
-            extra += (
-                "<div style='color:#b71c1c'>excluded from this application (killed): executor "
-                + escape(", ".join(self.excluded)) + "</div>"
-            )
-        if self.note:
-            extra += f"<div>{escape(self.note)}</div>"
-        return attestation_table(self.rows, title) + extra
+        return sweep_html(self)
 
 
 @dataclass
@@ -263,21 +249,9 @@ class ClusterSession:
         return "\n".join(x for x in lines if x)
 
     def _repr_html_(self) -> str:
-        banner = ""
-        if self.simulated:
-            banner = (
-                "<div style='background:#b71c1c;color:#fff;font-weight:bold;padding:4px;"
-                "text-align:center'>SIMULATED ENCLAVES - NOT CONFIDENTIAL</div>"
-            )
-        head = "".join(
-            f"<tr><th style='text-align:left;padding:2px 8px'>{escape(k)}</th>"
-            f"<td>{escape(v)}</td></tr>" for k, v in self._header()
-        )
-        sweep_html = self.sweep._repr_html_() if self.sweep is not None else ""
-        return (
-            f"<div class='ppml-spark-session'>{banner}<b>Spark session connected</b>"
-            f"<table>{head}</table>{self.security._repr_html_()}{sweep_html}</div>"
-        )
+        from ppml_kernel.spark.display import session_html
+
+        return session_html(self)
 
 
 class ClusterStatus:
@@ -304,17 +278,9 @@ class ClusterStatus:
         ])
 
     def _repr_html_(self) -> str:
-        head = "".join(
-            f"<tr><th style='text-align:left;padding:2px 8px'>{escape(k)}</th>"
-            f"<td>{escape(v)}</td></tr>"
-            for k, v in [*self.session._header(),
-                         ("executors now", ", ".join(self.live) or "none")]
-        )
-        return (
-            f"<div class='ppml-spark-status'><b>Spark status</b><table>{head}</table>"
-            f"{self.session.security._repr_html_()}{self.broker._repr_html_()}"
-            f"<b>Audit log (latest)</b>{self.audit._repr_html_()}</div>"
-        )
+        from ppml_kernel.spark.display import status_html
+
+        return status_html(self)
 
 
 # -- executors --------------------------------------------------------------------

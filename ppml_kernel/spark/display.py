@@ -1,8 +1,9 @@
-"""HTML and text for the attested cluster in notebooks: one module for all of it.
+"""HTML and text for the cluster in notebooks: one module for all of it.
 
-The key broker and its audit log (in ``ppml_kernel.keys.broker``) hold data only;
-how a verdict or an audit event looks in a notebook is decided here, next to the
-session's and the sweep's views. Every value is escaped; no field can hold a key.
+The key broker and its audit log (in ``ppml_kernel.keys.broker``), the session, the
+sweep, the security checks and the local cluster hold data; how they look in a
+notebook is decided here (their ``_repr_html_`` call in). Every value is escaped; no
+field can hold a key.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from ppml_kernel.keys.broker.audit import AuditEvent, iso_time
 if TYPE_CHECKING:
     from ppml_kernel.keys.broker.attested import KeyBroker
     from ppml_kernel.keys.broker.sessions import Attestation
+    from ppml_kernel.spark.connect import ClusterSession, ClusterStatus, SweepReport
+    from ppml_kernel.spark.localcluster import LocalCluster
+    from ppml_kernel.spark.security import SecurityReport
 
 
 class BrokerStatus:
@@ -101,3 +105,88 @@ class AuditTable:
 def audit_table(broker: KeyBroker, last: int = 50) -> AuditTable:
     """The broker's latest ``last`` audit events, for a notebook."""
     return AuditTable(broker.audit.events()[-last:])
+
+
+def _header_table(rows: list[tuple[str, str]]) -> str:
+    return "".join(
+        f"<tr><th style='text-align:left;padding:2px 8px'>{escape(k)}</th>"
+        f"<td>{escape(v)}</td></tr>" for k, v in rows
+    )
+
+
+def sweep_html(report: SweepReport) -> str:
+    """The sweep's verdicts, then executors not probed, excluded, and any note."""
+    title = (f"Attestation sweep: {len(report.accepted)} accepted, {len(report.refused)} "
+             f"refused of {len(report.executors)} executor(s) in {report.seconds:.1f} s")
+    extra = "".join(
+        f"<div style='color:#a15c00'>executor {escape(m)}: not probed; it attests on its "
+        "first key request</div>" for m in report.missing
+    )
+    if report.excluded:
+        extra += (
+            "<div style='color:#b71c1c'>excluded from this application (killed): executor "
+            + escape(", ".join(report.excluded)) + "</div>"
+        )
+    if report.note:
+        extra += f"<div>{escape(report.note)}</div>"
+    return attestation_table(report.rows, title) + extra
+
+
+def session_html(session: ClusterSession) -> str:
+    """A connected session: banner if simulated, settings, security checks, the sweep."""
+    banner = ""
+    if session.simulated:
+        banner = (
+            "<div style='background:#b71c1c;color:#fff;font-weight:bold;padding:4px;"
+            "text-align:center'>SIMULATED ENCLAVES - NOT CONFIDENTIAL</div>"
+        )
+    head = _header_table(session._header())
+    sweep = sweep_html(session.sweep) if session.sweep is not None else ""
+    return (
+        f"<div class='ppml-spark-session'>{banner}<b>Spark session connected</b>"
+        f"<table>{head}</table>{security_html(session.security)}{sweep}</div>"
+    )
+
+
+def status_html(status: ClusterStatus) -> str:
+    """Settings, live executors, security checks, the newest verdicts and audit events."""
+    head = _header_table([*status.session._header(),
+                          ("executors now", ", ".join(status.live) or "none")])
+    return (
+        f"<div class='ppml-spark-status'><b>Spark status</b><table>{head}</table>"
+        f"{security_html(status.session.security)}{status.broker._repr_html_()}"
+        f"<b>Audit log (latest)</b>{status.audit._repr_html_()}</div>"
+    )
+
+
+def security_html(report: SecurityReport) -> str:
+    """One row per protection: its state in colour, and why."""
+    from ppml_kernel.spark.security import BAD, GOOD, INFO, WARN
+
+    colours = {GOOD: "#1e7d32", BAD: "#b71c1c", WARN: "#a15c00", INFO: "#555"}
+    body = "".join(
+        f"<tr><td style='padding:2px 8px'>{escape(r.protection)}</td>"
+        f"<td style='color:{colours[r.level]};font-weight:bold'>"
+        f"{escape(r.state)}</td><td>{escape(r.detail)}</td></tr>"
+        for r in report.rows
+    )
+    return (
+        f"<div class='ppml-spark-security'><b>{escape(report.title)}</b>"
+        "<table><tr><th>protection</th><th>state</th><th>detail</th></tr>"
+        f"{body}</table></div>"
+    )
+
+
+def local_cluster_html(cluster: LocalCluster) -> str:
+    """The local cluster's daemons: address or work directory, up or down."""
+    up = cluster.master is not None and cluster.master.alive()
+    rows = [("master", cluster.master_url, "up" if up else "down")]
+    rows += [(w.name, str(w.work_dir), "up" if w.alive() else "down") for w in cluster.workers]
+    body = "".join(
+        f"<tr><td>{escape(a)}</td><td><code>{escape(b)}</code></td><td>{escape(c)}</td></tr>"
+        for a, b, c in rows
+    )
+    return (
+        "<table class='ppml-localcluster'><tr><th>daemon</th><th>address / work dir</th>"
+        f"<th>state</th></tr>{body}</table>"
+    )
