@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 PrivateKey = ec.EllipticCurvePrivateKey
 PublicKey = ec.EllipticCurvePublicKey
+Aead = AESGCM
 
 
 def lp(data: bytes) -> bytes:
@@ -53,6 +54,6 @@ def hkdf_sha256(secret: bytes, salt: bytes | None, info: bytes, length: int) -> 
     return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(secret)
 
 
-def aead(key: bytes) -> AESGCM:
+def aead(key: bytes) -> Aead:
     """AES-GCM under ``key`` (``encrypt``/``decrypt`` raise :class:`InvalidTag` on tamper)."""
     return AESGCM(key)

@@ -115,4 +115,4 @@ def _attested_source(options: Mapping[str, str]) -> KeyProvider:
 
 register_key_source("keyfile", _keyfile_source)
 register_key_source("local", _local_source)
-register_key_source("attested", _attested_source)
+register_key_source("attested", _attested_source)  # protocol.KEYSOURCE_NAME

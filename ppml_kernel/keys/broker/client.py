@@ -23,13 +23,16 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ppml_kernel import crypto
 from ppml_kernel.keys.broker import protocol as P
 from ppml_kernel.keys.errors import DatasetKeyError
 from ppml_kernel.keys.provider import KeyProvider
 from ppml_kernel.keys.wrap import WrappedKey
+
+if TYPE_CHECKING:
+    from ppml_kernel.tee.base import Attester
 
 DEFAULT_TIMEOUT = 15.0
 _URL_EXECUTOR = re.compile(r"executorId=([A-Za-z0-9_.-]{1,32})")
@@ -133,7 +136,7 @@ class Timing:
 @dataclass
 class _Session:
     id: bytes
-    aead: Any
+    aead: crypto.Aead
     broker_key: bytes
     executor: str
 
@@ -145,7 +148,7 @@ class KeyClient:
     address: str | None = None
     driver_policy: str | None = None
     timeout: float = DEFAULT_TIMEOUT
-    attester: Any = None
+    attester: Attester | None = None
     timing: Timing = field(default_factory=Timing)
     _session: _Session | None = None
     _keks: dict[str, bytes] = field(default_factory=dict, repr=False)
@@ -255,7 +258,7 @@ class KeyClient:
         except Exception:
             return "none"
 
-    def _attester(self) -> Any:
+    def _attester(self) -> Attester:
         if self.attester is None:
             from ppml_kernel.tee import get_attester
 

@@ -26,6 +26,7 @@ from typing import Any
 from ppml_kernel import b64 as _b64
 from ppml_kernel import crypto
 from ppml_kernel.keys import ids as _ids
+from ppml_kernel.keys import registry
 from ppml_kernel.keys.errors import DatasetKeyError
 from ppml_kernel.keys.wrap import WrappedKey
 
@@ -51,8 +52,8 @@ KIND_WRAP_REQUEST = "wrap-request"  # the worker's data key on its way to the br
 ENV_BROKER = "PPML_CLUSTER_BROKER"  # host:port of the driver's broker
 ENV_BROKER_ID = "PPML_CLUSTER_BROKER_ID"  # SHA-256 of the broker key (a hint, checked too)
 ENV_DRIVER_POLICY = "PPML_DRIVER_POLICY"  # JSON policy (or a file path) for the driver
-ENV_KEYSOURCE = "PPML_KEYSOURCE"  # the dataset layer's key-source selector on executors
-KEYSOURCE_NAME = "attested"  # ... and the name this broker's client registers under
+ENV_KEYSOURCE = registry.ENV_VAR  # the key-source selector on executors
+KEYSOURCE_NAME = "attested"  # ... and the name this broker's client is registered under
 
 
 class ProtocolError(DatasetKeyError, ValueError):

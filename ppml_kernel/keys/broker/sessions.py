@@ -48,7 +48,7 @@ class Session:
     """One attested worker: answers to it are sealed under the key it agreed by ECDH."""
 
     id: bytes
-    aead: Any  # an AES-GCM instance (ppml_kernel.crypto.aead)
+    aead: crypto.Aead
     executor: str
     expires: float
 
