@@ -73,6 +73,31 @@ def test_no_attestation_module_imports_signing_code_or_loads_keys() -> None:
     assert offences == []
 
 
+def test_verifying_loads_no_signing_module_even_indirectly(tmp_path: Path) -> None:
+    """Transitively too: verifying a simulated quote never imports the PKI or its signers."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+from ppml_kernel.tee.simulated import SimulatedAttester
+a = SimulatedAttester({str(tmp_path / "pki")!r})
+quote, collateral = a.quote(bytes(64)), a.collateral()
+for name in [m for m in sys.modules if m.startswith("ppml_kernel.tee.simulated.")]:
+    if not name.endswith((".paths", ".tcb")):
+        del sys.modules[name]  # forget the producer's modules, then verify
+from ppml_kernel.attestation import Policy, Verifier
+r = Verifier(Policy(allow_simulated=True), simulated_pki_dir={str(tmp_path / "pki")!r}).verify(
+    quote, collateral)
+assert r.passed, r.reason
+print(sorted(m for m in sys.modules if m.startswith("ppml_kernel.tee.simulated.")))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120)
+    loaded = out.stdout.strip()
+    assert loaded == "['ppml_kernel.tee.simulated.paths', 'ppml_kernel.tee.simulated.tcb']"
+
+
 def test_the_scan_catches_the_old_on_demand_signing(tmp_path: Path) -> None:
     """The scan above is able to fail: the removed code would be caught."""
     old = tmp_path / "verifier.py"

@@ -25,3 +25,7 @@ class CollateralError(AttestationError, RuntimeError):
 
 class PolicyError(AttestationError, ValueError):
     """A policy file or value is invalid (names the field)."""
+
+
+class TrustAnchorError(AttestationError, RuntimeError):
+    """A pinned root is damaged (the installation is broken: verify nothing)."""
