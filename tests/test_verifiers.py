@@ -203,7 +203,7 @@ def test_verifier_dispatches_each_quote_to_its_kind(attester):
     verifier = Verifier(ALLOW_SIM, simulated_anchor=simulated_anchor_of(attester))
     sgx, tdx = (parse_quote(vectors[t].quote) for t in ("SGX", "TDX"))
     assert isinstance(verifier.kind_for(sgx, intel_root()), SgxDcapVerifier)
-    assert type(verifier.kind_for(tdx, intel_root())) is TdxDcapVerifier
+    assert isinstance(verifier.kind_for(tdx, intel_root()), TdxDcapVerifier)
     anchor = simulated_anchor_of(attester)
     assert anchor is not None
     sim = parse_quote(attester.quote(bytes(64)))

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ppml_kernel.attestation.anchors import TrustAnchor
 from ppml_kernel.attestation.checks import Check
-from ppml_kernel.attestation.collateral import Collateral, CollateralError
+from ppml_kernel.attestation.collateral import Collateral, CollateralClient, CollateralError
 from ppml_kernel.attestation.quote import QuoteInfo
 from ppml_kernel.attestation.qvl_errors import explain
 from ppml_kernel.attestation.result import VerificationResult
@@ -20,6 +20,40 @@ from ppml_kernel.attestation.result import VerificationResult
 if TYPE_CHECKING:
     from ppml_kernel.attestation.policy import Policy
     from ppml_kernel.attestation.verifiers.base import Evidence
+
+
+class HardwareDcapVerifier:
+    """A hardware kind: collateral as sent, else fetched for the quote's platform.
+
+    Subclasses name the kind and the TEE type they take; a quote of another TEE type is
+    refused rather than judged by the wrong policy section.
+    """
+
+    kind = "dcap"
+    tee = ""
+
+    def __init__(
+        self, policy: Policy, anchor: TrustAnchor, collateral_client: CollateralClient | None
+    ) -> None:
+        self.policy = policy
+        self.anchor = anchor
+        self.collateral_client = collateral_client
+
+    def verify(
+        self, evidence: Evidence, expected_report_data: bytes | None, at: int
+    ) -> VerificationResult:
+        """Collateral (sent or fetched, never made up), then dcap-qvl and the policy."""
+        if evidence.info.tee != self.tee:
+            return wrong_tee(evidence, self.anchor, at, self.kind)
+        try:
+            collateral = sent_collateral(evidence)
+            if collateral is None:
+                client = self.collateral_client or CollateralClient()
+                collateral = client.for_quote(evidence.quote, at=at)
+        except CollateralError as exc:
+            return failed(evidence.info, self.anchor, at, "collateral", str(exc))
+        return verify_dcap(evidence, collateral, self.anchor, self.policy, at,
+                           expected_report_data)
 
 
 def sent_collateral(evidence: Evidence) -> Collateral | None:

@@ -6,16 +6,10 @@ Its policy section pins the TD: MRTD, RTMR0-3, MRCONFIGID and MROWNER.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from ppml_kernel.attestation.checks import Check, allow_list
 from ppml_kernel.attestation.quote import QuoteInfo
-from ppml_kernel.attestation.result import VerificationResult
-from ppml_kernel.attestation.verifiers import dcap
-from ppml_kernel.attestation.verifiers.sgx_dcap import SgxDcapVerifier, verify_hardware
-
-if TYPE_CHECKING:
-    from ppml_kernel.attestation.verifiers.base import Evidence
+from ppml_kernel.attestation.verifiers.dcap import HardwareDcapVerifier
 
 TDX_HEX_FIELDS: dict[str, int] = {
     "mrtd": 48, "rtmr0": 48, "rtmr1": 48, "rtmr2": 48, "rtmr3": 48, "mrconfigid": 48, "mrowner": 48,
@@ -57,16 +51,8 @@ class TdxPolicy:
         ]
 
 
-class TdxDcapVerifier(SgxDcapVerifier):
-    """Hardware TDX quotes; dcap-qvl checks the TDX module identity and TD QE too."""
+class TdxDcapVerifier(HardwareDcapVerifier):
+    """Hardware TDX quotes; dcap-qvl also checks the TDX module identity and the TD QE."""
 
     kind = "tdx-dcap"
     tee = "TDX"
-
-    def verify(
-        self, evidence: Evidence, expected_report_data: bytes | None, at: int
-    ) -> VerificationResult:
-        """Collateral as sent, else fetched (TDX TCB Info); then dcap-qvl and policy."""
-        if evidence.info.tee != self.tee:
-            return dcap.wrong_tee(evidence, self.anchor, at, self.kind)
-        return verify_hardware(self, evidence, expected_report_data, at)
