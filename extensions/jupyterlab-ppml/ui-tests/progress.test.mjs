@@ -41,7 +41,7 @@ function writeDataset(dir) {
 import io, sys
 from pathlib import Path
 from ppml_kernel.data import format as F
-from ppml_kernel.data.keys import KeyFileProvider, write_key_file
+from ppml_kernel.keys.files import KeyFileProvider, write_key_file
 root = Path(sys.argv[1])
 kf = write_key_file(root / "progress.key", "progress-key")
 enc = root / "enc"
