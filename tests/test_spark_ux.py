@@ -175,6 +175,24 @@ class _Captured(Exception):
 _Captured.__module__ = "pyspark.errors.exceptions.captured"
 
 
+def test_pme_key_id_is_read_from_the_file_without_a_key(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ppml_kernel.data.errors import DatasetError
+    from ppml_kernel.data.parquet import pme_key_id, write_parquet
+
+    kf = write_key_file(tmp_path / "k.key", "footer-key-9")
+    target = tmp_path / "x.parquet"
+    write_parquet(pa.table({"a": [1, 2]}), str(target), KeyFileProvider(kf), "footer-key-9")
+    kf.unlink()  # no key anywhere: the id is in the file's crypto metadata
+    assert pme_key_id(str(target)) == "footer-key-9"
+    plain = tmp_path / "plain.parquet"
+    pq.write_table(pa.table({"a": [1]}), plain)
+    with pytest.raises(DatasetError, match="no master key id"):
+        pme_key_id(str(plain))
+
+
 def test_one_line_for_spark_and_our_errors():
     assert one_line(PPMLError("plain")) == "plain"
     exc = _Captured("[TABLE_OR_VIEW_NOT_FOUND] The table or view `salse` cannot be found. "
