@@ -1,0 +1,140 @@
+"""Record counts per partition, so the refs of :func:`sparkio.read` come from ``spark.range``.
+
+Why: a Python data source gives Spark no statistics, so a DataFrame over it is "infinitely
+large" to the optimiser (no broadcast joins: every join of a TPC-H query became a
+sort-merge join with two shuffles), and every query pays for planning it in a Python
+process and for running it in Python workers. A union of ``spark.range`` relations, one
+per partition, is planned in the JVM, has exact row counts, and costs nothing to run;
+the column functions (:mod:`ppml_kernel.data.late`) then decrypt what a query uses.
+
+That needs the number of records of each partition when the DataFrame is built. They
+are counted once (newlines in the decrypted chunks, nothing parsed): in this process
+for small datasets, by a Spark job over the ``refs`` mode of the data source for large
+ones. Counts are cached in this process keyed by each file's identity (device, inode,
+size, modification time) and the options that change what a record is, so loading the
+same files again costs no decryption; a file that changes gets a new key. Only counts
+are cached, never keys or plaintext. The column functions check at the end of each
+partition that the file still holds exactly the counted records.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+    from ppml_kernel.data.tabular import TableSpec
+
+# Up to this many plaintext bytes are counted in this process (about 0.1-0.3 s);
+# larger datasets are counted by a Spark job, in parallel on executors.
+DRIVER_COUNT_BYTES = 128 << 20
+# Options that do not change what a record is (kept out of the cache key).
+_NOT_RECORD_OPTIONS = ("path", "paths", "manifest", "keyfile", "keybroker", "keysource",
+                       "splitbytes", "splitrows", "mode", "dataschema", "timezone")
+
+_lock = threading.Lock()
+_cache: dict[tuple[Any, ...], int] = {}
+_MAX_CACHE = 100_000
+
+
+def _identity(path: str) -> tuple[int, int, int, int]:
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _spec_key(spec: TableSpec) -> str:
+    opts = {k: v for k, v in spec.options.items() if k not in _NOT_RECORD_OPTIONS}
+    # The schema only matters where records are found by parsing (multi-line CSV).
+    schema = spec.schema.to_string() if spec.multiline else ""
+    return json.dumps([spec.format, sorted(opts.items()), schema])
+
+
+def _partition_key(spec_key: str, part: Any) -> tuple[Any, ...]:
+    return (spec_key, tuple((seg.path, _identity(seg.path), seg.start, seg.end)
+                            for seg in part.split.segments))
+
+
+def count_in_process(part: Any, spec: TableSpec, provider: Any) -> int:
+    """Records of one line-format partition, counted here (decrypts, parses nothing)."""
+    from ppml_kernel.data.format import EncryptedFile
+    from ppml_kernel.data.tabular import count_segment
+
+    total = 0
+    for seg in part.split.segments:
+        with EncryptedFile(seg.path, provider) as ef:
+            total += count_segment(ef, seg, spec)
+    return total
+
+
+def partition_counts(spark: SparkSession, partitions: Sequence[Any], spec: TableSpec,
+                     options: Mapping[str, str], refs_frame: Any) -> list[int]:
+    """Records per partition: from the footers (Parquet), the cache, here, or a Spark job.
+
+    ``refs_frame()`` returns the data source's refs DataFrame over ``partitions`` (only
+    called when a Spark job has to count).
+    """
+    from ppml_kernel.data.keysource import provider_for
+
+    if all(p.pieces or p.split is None for p in partitions):
+        return [sum(q.rows for q in p.pieces) for p in partitions]
+    skey = _spec_key(spec)
+    keys = [_partition_key(skey, p) for p in partitions]
+    with _lock:
+        counts: list[int | None] = [_cache.get(k) for k in keys]
+    missing = [i for i, c in enumerate(counts) if c is None]
+    if missing:
+        todo = sum(partitions[i].split.nbytes for i in missing)
+        if todo <= DRIVER_COUNT_BYTES:
+            provider = provider_for(options)
+            for i in missing:
+                counts[i] = count_in_process(partitions[i], spec, provider)
+        else:
+            found = _count_with_spark(refs_frame())
+            for i in missing:
+                counts[i] = found.get(i, 0)
+        with _lock:
+            if len(_cache) > _MAX_CACHE:
+                _cache.clear()
+            for i in missing:
+                _cache[keys[i]] = counts[i]  # type: ignore[assignment]
+    return [int(c) for c in counts]  # type: ignore[arg-type]
+
+
+def _count_with_spark(refs: DataFrame) -> dict[int, int]:
+    """Records per partition index, counted by executors (one job over the refs scan)."""
+    from pyspark.sql import functions as F
+
+    from ppml_kernel.data.late import REF_SHIFT
+    from ppml_kernel.data.spark_source import REF_COLUMN
+
+    rows = (refs.select(F.shiftright(F.col(REF_COLUMN), REF_SHIFT).alias("p"))
+            .groupBy("p").count().collect())
+    return {int(r["p"]): int(r["count"]) for r in rows}
+
+
+def ref_frame(spark: SparkSession, counts: Sequence[int]) -> DataFrame:
+    """One ``__ppml_ref`` per record: a union of ranges, one Spark partition per partition."""
+    from functools import reduce
+
+    from pyspark.sql import functions as F
+
+    from ppml_kernel.data.late import REF_SHIFT
+    from ppml_kernel.data.spark_source import REF_COLUMN
+
+    ranges = [spark.range(i << REF_SHIFT, (i << REF_SHIFT) + n, 1, 1)
+              for i, n in enumerate(counts) if n > 0]
+    if not ranges:
+        ranges = [spark.range(0, 0, 1, 1)]
+    union = reduce(lambda a, b: a.union(b), ranges)
+    return union.select(F.col("id").alias(REF_COLUMN))
+
+
+def clear() -> None:
+    """Forget every cached count (tests)."""
+    with _lock:
+        _cache.clear()
