@@ -3,8 +3,8 @@
 Why: a Python data source gives Spark no statistics, so a DataFrame over it is "infinitely
 large" to the optimiser (no broadcast joins: every join of a TPC-H query became a
 sort-merge join with two shuffles), and every query pays for planning it in a Python
-process and for running it in Python workers. A union of ``spark.range`` relations, one
-per partition, is planned in the JVM, has exact row counts, and costs nothing to run;
+process and for running it in Python workers. A ``spark.range`` (see :func:`ref_frame`)
+is planned in the JVM, has a size Spark can estimate, and costs next to nothing to run;
 the column functions (:mod:`ppml_kernel.data.late`) then decrypt what a query uses.
 
 That needs the number of records of each partition when the DataFrame is built. They
@@ -118,20 +118,27 @@ def _count_with_spark(refs: DataFrame) -> dict[int, int]:
 
 
 def ref_frame(spark: SparkSession, counts: Sequence[int]) -> DataFrame:
-    """One ``__ppml_ref`` per record: a union of ranges, one Spark partition per partition."""
-    from functools import reduce
+    """One ``__ppml_ref`` per record, one Spark partition per partition, all in the JVM.
 
+    One ``spark.range`` of ``len(counts) * max(counts)`` ids in ``len(counts)`` slices
+    (Range cuts exactly at multiples of ``max(counts)``): id ``p * M + r`` becomes ref
+    ``p << 40 | r`` and is kept while ``r < counts[p]``. (A union of one-slice ranges
+    would not do: Spark reports such a union as one partition and runs it as one task.)
+    """
     from pyspark.sql import functions as F
 
     from ppml_kernel.data.late import REF_SHIFT
     from ppml_kernel.data.spark_source import REF_COLUMN
 
-    ranges = [spark.range(i << REF_SHIFT, (i << REF_SHIFT) + n, 1, 1)
-              for i, n in enumerate(counts) if n > 0]
-    if not ranges:
-        ranges = [spark.range(0, 0, 1, 1)]
-    union = reduce(lambda a, b: a.union(b), ranges)
-    return union.select(F.col("id").alias(REF_COLUMN))
+    n, m = len(counts), max(counts, default=0)
+    if m == 0:
+        return spark.range(0, 0, 1, 1).select(F.col("id").alias(REF_COLUMN))
+    ids = spark.range(0, n * m, 1, n)
+    if any(c != m for c in counts):
+        table = ", ".join(str(int(c)) for c in counts)
+        ids = ids.where(f"id % {m} < element_at(array({table}), CAST(id DIV {m} AS INT) + 1)")
+    return ids.select(F.expr(f"shiftleft(id DIV {m}, {REF_SHIFT}) | (id % {m})")
+                      .alias(REF_COLUMN))
 
 
 def clear() -> None:
