@@ -10,11 +10,13 @@ the column functions (:mod:`ppml_kernel.data.late`) then decrypt what a query us
 That needs the number of records of each partition when the DataFrame is built. They
 are counted once (newlines in the decrypted chunks, nothing parsed): in this process
 for small datasets, by a Spark job over the ``refs`` mode of the data source for large
-ones. Counts are cached in this process keyed by each file's identity (device, inode,
-size, modification time) and the options that change what a record is, so loading the
-same files again costs no decryption; a file that changes gets a new key. Only counts
-are cached, never keys or plaintext. The column functions check at the end of each
-partition that the file still holds exactly the counted records.
+ones, and whenever counting here fails (then the executors' job reports the wrong key or
+the modified chunk exactly as a query would). Counts are cached in this process keyed by
+each file's identity (device, inode, size, modification time) and the options that
+change what a record is, so loading the same files again costs no decryption; a file
+that changes gets a new key. Only counts are cached, never keys or plaintext. The
+column functions check at the end of each partition that the file still holds exactly
+the counted records.
 """
 
 from __future__ import annotations
@@ -89,11 +91,18 @@ def partition_counts(spark: SparkSession, partitions: Sequence[Any], spec: Table
     missing = [i for i, c in enumerate(counts) if c is None]
     if missing:
         todo = sum(partitions[i].split.nbytes for i in missing)
+        counted = False
         if todo <= DRIVER_COUNT_BYTES:
-            provider = provider_for(options)
-            for i in missing:
-                counts[i] = count_in_process(partitions[i], spec, provider)
-        else:
+            try:
+                provider = provider_for(options)
+                for i in missing:
+                    counts[i] = count_in_process(partitions[i], spec, provider)
+                counted = True
+            except Exception:
+                # A wrong key, a modified chunk, a key source only executors can use:
+                # let the executors count, so an error reads exactly as a query's would.
+                pass
+        if not counted:
             found = _count_with_spark(refs_frame())
             for i in missing:
                 counts[i] = found.get(i, 0)
