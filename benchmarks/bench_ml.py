@@ -4,7 +4,8 @@ Generates the synthetic loans dataset (``ppml_kernel.data.sample``, default 300,
 rows), writes it as plaintext CSV and Parquet, encrypts the CSV as the data owner would
 (ppml-aead/1) and writes PME Parquet, then fits the same MLlib pipelines (feature
 assembly + LogisticRegression; feature assembly + GBTClassifier) on each input,
-alternating the sides in every round, and prints median fit times and ratios.
+alternating the sides in every round, and prints median fit times and ratios, and the
+CPU seconds all our processes spent per fit (steadier than wall time on a shared machine).
 Issue 14's goal: encrypted/plaintext <= 1.05x.
 
 Like for like: neither side is cached by the benchmark (MLlib persists what it derives
@@ -97,16 +98,18 @@ def main() -> int:
                 labelCol=LABEL, maxIter=20, maxDepth=5, seed=1)]),
         }
         times: dict[tuple[str, str], list[float]] = {}
+        cpu: dict[tuple[str, str], list[float]] = {}
         fitted: dict[tuple[str, str], object] = {}
         for rnd in range(args.rounds + 1):
             for mname, make in models.items():
                 order = list(inputs) if rnd % 2 == 0 else list(reversed(inputs))
                 for side in order:
-                    t = time.perf_counter()
+                    t, c = time.perf_counter(), tree_cpu_seconds()
                     fitted[(mname, side)] = make().fit(inputs[side])
-                    dt = time.perf_counter() - t
+                    dt, dc = time.perf_counter() - t, tree_cpu_seconds() - c
                     if rnd:
                         times.setdefault((mname, side), []).append(dt)
+                        cpu.setdefault((mname, side), []).append(dc)
             print(f"round {rnd}{' (warm-up)' if not rnd else ''} done", flush=True)
 
         ok = True
@@ -124,6 +127,9 @@ def main() -> int:
             for side, b in base.items():  # the two sides run back to back in every round
                 paired = [e / p for e, p in zip(times[(mname, side)], times[(mname, b)],
                                                 strict=True)]
+                c_side, c_base = (statistics.median(cpu[(mname, k)]) for k in (side, b))
+                print(f"  {'':<23} {side}/{b} CPU seconds (driver, JVM, Python workers): "
+                      f"{c_base:.2f} / {c_side:.2f} = {c_side / c_base:.3f}x")
                 print(f"  {'':<23} {side}/{b} per round: "
                       + " ".join(f"{r:.2f}" for r in paired)
                       + f" (median {statistics.median(paired):.3f}x); seconds "
@@ -149,6 +155,33 @@ def main() -> int:
         return 0 if ok else 1
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def tree_cpu_seconds() -> float:
+    """CPU seconds of this process and all its descendants (JVM, Python workers), so far.
+
+    Wall time on a shared machine moves with other people's load; the CPU time our
+    processes spend is a second, steadier measure of the same work (Linux /proc only).
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    used: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        parent[int(entry)] = int(fields[1])
+        used[int(entry)] = sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    mine, todo = set(), [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        mine.add(pid)
+        todo.extend(p for p, pp in parent.items() if pp == pid and p not in mine)
+    return sum(used.get(p, 0) for p in mine) / ticks
 
 
 def spark_split_bytes(spark: object, file_bytes: int) -> int:
