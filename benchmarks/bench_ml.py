@@ -128,8 +128,8 @@ def main() -> int:
                 paired = [e / p for e, p in zip(times[(mname, side)], times[(mname, b)],
                                                 strict=True)]
                 c_side, c_base = (statistics.median(cpu[(mname, k)]) for k in (side, b))
-                print(f"  {'':<23} {side}/{b} CPU seconds (driver, JVM, Python workers): "
-                      f"{c_base:.2f} / {c_side:.2f} = {c_side / c_base:.3f}x")
+                print(f"  {'':<23} CPU seconds (driver, JVM, Python workers): {b} "
+                      f"{c_base:.2f}  {side} {c_side:.2f} = {c_side / c_base:.3f}x")
                 print(f"  {'':<23} {side}/{b} per round: "
                       + " ".join(f"{r:.2f}" for r in paired)
                       + f" (median {statistics.median(paired):.3f}x); seconds "
