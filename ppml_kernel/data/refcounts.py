@@ -80,7 +80,7 @@ def partition_counts(spark: SparkSession, partitions: Sequence[Any], spec: Table
     ``refs_frame()`` returns the data source's refs DataFrame over ``partitions`` (only
     called when a Spark job has to count).
     """
-    from ppml_kernel.data.keysource import provider_for
+    from ppml_kernel.keys.registry import provider_for
 
     if all(p.pieces or p.split is None for p in partitions):
         return [sum(q.rows for q in p.pieces) for p in partitions]
