@@ -441,3 +441,24 @@ def test_native_pme_parquet_both_ways(spark, dataset, tmp_path):  # noqa: F811
             "nobody",
         )
         sparkio.read(spark, tmp_path / "nk", "parquet").count()
+
+
+def test_shuffled_rows_are_never_on_disk_in_the_clear(spark):  # noqa: F811
+    """Local sessions encrypt shuffle files and spills (decrypted rows must not reach disk)."""
+    import time
+    import uuid
+
+    assert spark.conf.get("spark.io.encryption.enabled") == "true"
+    started = time.time() - 1
+    marker = f"ppml-shuffle-marker-{uuid.uuid4().hex}"
+    df = spark.createDataFrame([(i, f"{marker}-{i}") for i in range(2000)], "i int, s string")
+    assert df.repartition(3).count() == 2000
+    rows = df.repartition(3, "i").collect()
+    assert len(rows) == 2000
+    utils = spark.sparkContext._jvm.org.apache.spark.util.Utils
+    roots = utils.getConfiguredLocalDirs(spark.sparkContext._jsc.sc().conf())
+    files = [f for root in roots for f in Path(root).glob("blockmgr-*/**/*") if f.is_file()]
+    assert any(f.name.startswith("shuffle_") and f.stat().st_mtime >= started for f in files), (
+        "no shuffle file was written")
+    for f in files:
+        assert marker.encode() not in f.read_bytes(), f"{f} holds shuffled rows in the clear"

@@ -134,6 +134,9 @@ def session_conf(master: str | None = None, extra: Mapping[str, Any] | None = No
         "spark.ui.showConsoleProgress": "false",
         "spark.driver.extraJavaOptions": java_opts,
         "spark.sql.session.timeZone": "UTC",
+        # Shuffle files, spills and cached blocks hold decrypted rows: never on disk in
+        # the clear (an attested cluster sets the same in security.driver_settings).
+        "spark.io.encryption.enabled": "true",
         # Fewer, larger Arrow batches for the column functions of encrypted datasets.
         "spark.sql.execution.arrow.maxRecordsPerBatch": "50000",
     }
