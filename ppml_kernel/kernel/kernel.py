@@ -122,7 +122,7 @@ class PPMLKernel(IPythonKernel):
                     continue
             except KeyboardInterrupt:
                 raise KeyboardInterrupt("Interrupted by user") from None
-            except Exception:
+            except Exception:  # boundary: a message loop (as ipykernel's); skip a bad reply
                 self.log.warning("Invalid input_reply message", exc_info=False)
                 continue
             value = self.sealing.input_value(reply, parent)

@@ -143,7 +143,7 @@ class SealingGate:
             return
         try:
             holds = self._holds_secrets()
-        except Exception:  # a broken store must not open the gate: fail closed
+        except Exception:  # boundary: a broken store must not open the gate: fail closed
             log.warning("could not check the kernel's secrets; sealing", exc_info=True)
             holds = True
         if holds:
