@@ -26,8 +26,8 @@ import yaml
 from support.jupyter_ws import run_cell
 from support.servers import free_port, start_server, stop_server, wait_http
 
-from ppml_kernel.kernel.occlum_spec import occlum_kernelspec
 from ppml_kernel.occlum.config import OcclumConfig
+from ppml_kernel.occlum.kernelspec import occlum_kernelspec
 from ppml_kernel.occlum.sizes import GiB
 from ppml_kernel.occlum.sizing import plan
 

@@ -21,8 +21,8 @@ import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 
-from ppml_kernel.kernel.occlum_spec import occlum_kernelspec
 from ppml_kernel.occlum.config import OcclumConfig
+from ppml_kernel.occlum.kernelspec import occlum_kernelspec
 
 pytestmark = pytest.mark.kernel
 
@@ -36,10 +36,10 @@ def provisioner_registered() -> None:
     found = [
         ep for ep in entry_points(group="jupyter_client.kernel_provisioners") if ep.name == "occlum"
     ]
-    if not found or found[0].value != "ppml_kernel.provisioner:OcclumProvisioner":
+    if not found or found[0].value != "ppml_kernel.occlum.provisioner:OcclumProvisioner":
         pytest.fail(
             "entry point jupyter_client.kernel_provisioners:occlum -> "
-            "ppml_kernel.provisioner:OcclumProvisioner is not installed "
+            "ppml_kernel.occlum.provisioner:OcclumProvisioner is not installed "
             "(pip install -e . with it in pyproject.toml)"
         )
 

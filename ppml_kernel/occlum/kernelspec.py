@@ -12,7 +12,7 @@ import json
 import re
 from pathlib import Path
 
-from ppml_kernel.occlum.config import ENTRY_POINT, connection_mount_of
+from ppml_kernel.occlum.config import ENTRY_POINT, OcclumConfigError, connection_mount_of
 
 PROVISIONER_NAME = "occlum"
 DEFAULT_DISPLAY_NAME = "Python 3 (PPML, Occlum SGX enclave)"
@@ -26,25 +26,27 @@ def occlum_kernelspec(
 ) -> dict[str, object]:
     """The kernel.json content for the built Occlum instance at ``instance_dir``.
 
-    Raises ``ValueError`` with a message for the user if the directory is not an
-    Occlum instance made for this kernel.
+    Raises :class:`~ppml_kernel.occlum.config.OcclumConfigError` (a ``ValueError``) with
+    a message for the user if the directory is not an Occlum instance made for this kernel.
     """
     if not _KERNEL_NAME.match(name):
-        raise ValueError(f"kernel name {name!r} may contain only letters, digits, '.', '_', '-'")
+        raise OcclumConfigError(
+            f"kernel name {name!r} may contain only letters, digits, '.', '_', '-'"
+        )
     instance = Path(instance_dir).expanduser().resolve()
     occlum_json = instance / "Occlum.json"
     if not occlum_json.is_file():
-        raise ValueError(
+        raise OcclumConfigError(
             f"{instance} is not an Occlum instance (no Occlum.json): create it with "
             "`occlum new` and `ppml-kernel occlum config`, then `occlum build`"
         )
     try:
         doc = json.loads(occlum_json.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"cannot read {occlum_json}: {exc}") from None
+        raise OcclumConfigError(f"cannot read {occlum_json}: {exc}") from None
     target, _source = connection_mount_of(doc)
     if ENTRY_POINT not in (doc.get("entry_points") or []):
-        raise ValueError(
+        raise OcclumConfigError(
             f"{occlum_json} does not allow {ENTRY_POINT} as entry point: generate it with "
             "`ppml-kernel occlum config`"
         )

@@ -1,7 +1,7 @@
 """A jupyter_client kernel provisioner that starts the kernel inside an Occlum enclave.
 
 Chosen by kernel.json ``metadata.kernel_provisioner.provisioner_name = "occlum"`` (see
-:func:`ppml_kernel.kernel.occlum_spec.occlum_kernelspec`). It keeps LocalProvisioner's
+:func:`ppml_kernel.occlum.kernelspec.occlum_kernelspec`). It keeps LocalProvisioner's
 process handling and changes what is launched:
 
 * the command becomes ``occlum run /bin/ppml-kernel-enclave -f <conn>/kernel-<id>.json``
