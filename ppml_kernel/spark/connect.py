@@ -429,7 +429,7 @@ def _run_limited(sc: Any, job: Any, seconds: float) -> None:
 
 
 def _cancel_quietly(sc: Any) -> None:
-    with contextlib.suppress(Exception):  # the context may already be gone
+    with contextlib.suppress(Exception):  # best-effort: the context may already be gone
         sc.cancelJobGroup(SWEEP_GROUP)
 
 
