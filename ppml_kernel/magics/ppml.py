@@ -23,7 +23,11 @@ from ppml_kernel.magics.registry import MagicContext, Subcommand
 
 
 class _HelpShown(Exception):
-    """argparse printed help (``-h``); nothing else to do."""
+    """argparse printed help (``-h``); nothing else to do.
+
+    Control flow, not an error: deliberately not a ``PPMLError`` (``run`` catches it and
+    shows nothing), so it can never reach the red line.
+    """
 
 
 class _Parser(argparse.ArgumentParser):
