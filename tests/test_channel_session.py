@@ -11,8 +11,8 @@ import threading
 import time
 from typing import Any
 
-import dcap_synth
 import pytest
+from support import dcap_synth
 
 from ppml_kernel.channel import crypto, protocol
 from ppml_kernel.channel.client import BrowserClient, verifier_for_root

@@ -1,6 +1,6 @@
 """Differential test: the browser verifier against dcap-qvl on fresh random collateral.
 
-Each run makes a new test PKI (tests/dcap_synth.py) and a new random seed, mutates the
+Each run makes a new test PKI (tests/support/dcap_synth.py) and a new random seed, mutates
 signed TCB Info and QE Identity (numbers written as floats or out of range, duplicate
 and missing keys, wrong types, dates in every RFC 3339 form and some that are not, UTC
 offsets in and out of range, years before 1970, every TCB status on platform, QE and
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import dcap_synth as s
 import pytest
+from support import dcap_synth as s
 
 from ppml_kernel.attestation.policy import KNOWN_TCB_STATUSES
 

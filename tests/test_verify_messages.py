@@ -67,12 +67,13 @@ def test_expired_tcb_info_is_named_with_its_dates():
 @pytest.mark.parametrize(("years", "state"), [(11, "has expired"), (-30, "is not valid yet")])
 def test_certificate_validity_errors_name_the_certificate(isolated_jupyter, tmp_path, years,
                                                          state):
-    from ppml_kernel.tee.simulated import SimulatedAttester
+    from ppml_kernel.tee.simulated import SimulatedAttester, build_collateral
 
     attester = SimulatedAttester(pki_dir=tmp_path / "pki")
     verifier = Verifier(Policy(allow_simulated=True), simulated_pki_dir=str(tmp_path / "pki"))
-    result = verifier.verify(attester.quote(bytes(64)),
-                             at=int(time.time()) + years * 365 * 86400)
+    at = int(time.time()) + years * 365 * 86400
+    # The simulator's collateral for that moment (the verifier never makes collateral).
+    result = verifier.verify(attester.quote(bytes(64)), build_collateral(attester.pki, at), at=at)
     assert not result.passed and result.stage == "signature"
     _no_debug_values(result.reason)
     assert "the certificate 'SIMULATED PCK" in result.reason and state in result.reason

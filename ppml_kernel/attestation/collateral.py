@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import unquote
 
+from ppml_kernel.attestation.errors import CollateralError
 from ppml_kernel.attestation.quote import parse_quote
 
 INTEL_PCS_URL = "https://api.trustedservices.intel.com"
@@ -34,10 +35,6 @@ REQUIRED_FIELDS = (
     "qe_identity",
     "qe_identity_signature",
 )
-
-
-class CollateralError(RuntimeError):
-    """Collateral could not be obtained or is malformed (says which and where)."""
 
 
 @dataclass(frozen=True)

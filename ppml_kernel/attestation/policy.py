@@ -20,7 +20,21 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ppml_kernel.attestation.checks import Check
+from ppml_kernel.attestation.errors import PolicyError
 from ppml_kernel.attestation.quote import QuoteInfo
+from ppml_kernel.attestation.verifiers.sgx_dcap import SGX_HEX_FIELDS, SGX_INT_FIELDS, SgxPolicy
+from ppml_kernel.attestation.verifiers.tdx_dcap import TDX_HEX_FIELDS, TdxPolicy
+
+__all__ = [
+    "ALLOWABLE_TCB_STATUSES",
+    "SGX_HEX_FIELDS",
+    "SGX_INT_FIELDS",
+    "TDX_HEX_FIELDS",
+    "Check",
+    "Policy",
+    "PolicyError",
+]
 
 SCHEMA = "ppml-reference-values/1"
 DEFAULT_POLICY_FILE = Path(__file__).with_name("default-policy.json")
@@ -40,35 +54,12 @@ KNOWN_TCB_STATUSES: tuple[str, ...] = (
 # Revoked fails verification itself; a policy can never allow it.
 ALLOWABLE_TCB_STATUSES: tuple[str, ...] = KNOWN_TCB_STATUSES[:-1]
 TEE_KINDS: tuple[str, ...] = ("sgx", "tdx")
-# Measurement allow-lists: key -> size in bytes, and which TEE kind they pin.
-SGX_HEX_FIELDS: dict[str, int] = {"mrenclave": 32, "mrsigner": 32}
-TDX_HEX_FIELDS: dict[str, int] = {
-    "mrtd": 48, "rtmr0": 48, "rtmr1": 48, "rtmr2": 48, "rtmr3": 48, "mrconfigid": 48, "mrowner": 48,
-}
-SGX_INT_FIELDS: tuple[str, ...] = ("isv_prod_id", "min_isv_svn")
+# Measurement pins per TEE kind live with their verifier (verifiers/sgx_dcap.py, tdx_dcap.py).
 KEYS: frozenset[str] = frozenset(
     {"schema", "comment", "tee", "allowed_tcb_statuses", "denied_advisories", "allow_simulated"}
     | set(SGX_HEX_FIELDS) | set(TDX_HEX_FIELDS) | set(SGX_INT_FIELDS)
 )
 _ADVISORY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
-
-
-class PolicyError(ValueError):
-    """A policy file or value is invalid (names the field)."""
-
-
-@dataclass(frozen=True)
-class Check:
-    """One policy or verification check, shown as a row in reports."""
-
-    name: str
-    ok: bool
-    expected: str
-    actual: str
-
-
-def _allow_list(name: str, allowed: tuple[str, ...], actual: str | None) -> Check:
-    return Check(name, actual in allowed, " | ".join(allowed), actual or "")
 
 
 def _unique(values: list[str]) -> tuple[str, ...]:
@@ -164,9 +155,18 @@ class Policy:
             if status not in ALLOWABLE_TCB_STATUSES:
                 known = ", ".join(ALLOWABLE_TCB_STATUSES)
                 raise PolicyError(f"allowed_tcb_statuses: unknown status {status!r} ({known})")
-        sgx = [k for k in (*SGX_HEX_FIELDS, *SGX_INT_FIELDS) if getattr(self, k) not in ((), None)]
-        tdx = [k for k in TDX_HEX_FIELDS if getattr(self, k)]
+        sgx, tdx = self.sgx.pinned(), self.tdx.pinned()
         object.__setattr__(self, "tee", _implied_tee(self.tee, sgx, tdx))
+
+    @property
+    def sgx(self) -> SgxPolicy:
+        """The SGX section (what an enclave must be), checked by SGX and simulated kinds."""
+        return SgxPolicy(**{k: getattr(self, k) for k in (*SGX_HEX_FIELDS, *SGX_INT_FIELDS)})
+
+    @property
+    def tdx(self) -> TdxPolicy:
+        """The TDX section (what a trust domain must be), checked by the TDX kind."""
+        return TdxPolicy(**{k: getattr(self, k) for k in TDX_HEX_FIELDS})
 
     # -- construction -------------------------------------------------------------
     @classmethod
@@ -265,50 +265,8 @@ class Policy:
             )
         if self.tee is not None:
             checks.append(Check("tee", quote.tee.lower() == self.tee, self.tee.upper(), quote.tee))
-        if quote.tee == "SGX":
-            checks += self._sgx_checks(quote)
-        else:
-            checks += self._tdx_checks(quote)
-        return checks
-
-    def _sgx_checks(self, quote: QuoteInfo) -> list[Check]:
-        checks = []
-        if self.mrenclave:
-            checks.append(_allow_list("mrenclave", self.mrenclave, quote.mrenclave))
-        if self.mrsigner:
-            checks.append(_allow_list("mrsigner", self.mrsigner, quote.mrsigner))
-        if self.isv_prod_id is not None:
-            checks.append(
-                Check(
-                    "isv_prod_id",
-                    quote.isv_prod_id == self.isv_prod_id,
-                    str(self.isv_prod_id),
-                    str(quote.isv_prod_id),
-                )
-            )
-        if self.min_isv_svn is not None:
-            svn = quote.isv_svn or 0
-            checks.append(
-                Check("isv_svn", svn >= self.min_isv_svn, f">= {self.min_isv_svn}", str(svn))
-            )
-        return checks
-
-    def _tdx_checks(self, quote: QuoteInfo) -> list[Check]:
-        rtmr = quote.rtmr if len(quote.rtmr) == 4 else ("",) * 4
-        actual = {
-            "mrtd": quote.mr_td,
-            "rtmr0": rtmr[0],
-            "rtmr1": rtmr[1],
-            "rtmr2": rtmr[2],
-            "rtmr3": rtmr[3],
-            "mrconfigid": quote.mr_config_id,
-            "mrowner": quote.mr_owner,
-        }
-        return [
-            _allow_list(name, getattr(self, name), actual[name])
-            for name in TDX_HEX_FIELDS
-            if getattr(self, name)
-        ]
+        section = self.sgx if quote.tee == "SGX" else self.tdx
+        return checks + section.checks(quote)
 
 
 def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:

@@ -11,16 +11,14 @@ from __future__ import annotations
 import struct
 from dataclasses import asdict, dataclass, field
 
+from ppml_kernel.attestation.errors import QuoteParseError
+
 HEADER_SIZE = 48
 SGX_BODY_SIZE = 384
 TEE_TYPE_SGX = 0x00
 TEE_TYPE_TDX = 0x81
 SGX_DEBUG_FLAG = 0x02  # ATTRIBUTES byte 0, bit 1
 TDX_DEBUG_FLAG = 0x01  # TDATTRIBUTES byte 0, bit 0 (TUD.DEBUG)
-
-
-class QuoteParseError(ValueError):
-    """The bytes are not a DCAP quote this project understands."""
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from html import escape
 
+from ppml_kernel.attestation.checks import Check
 from ppml_kernel.attestation.collateral import Window, describe_windows
-from ppml_kernel.attestation.policy import Check
 from ppml_kernel.attestation.quote import QuoteInfo
 
 GREEN, AMBER, RED = "green", "amber", "red"

@@ -1,25 +1,31 @@
-"""Verify a quote: parse, pick the trust anchor, check with dcap-qvl, apply policy.
+"""Verify a quote: parse, pick the trust anchor, hand it to the verifier of its kind.
 
-All cryptography (certificate chains, CRLs, TCB Info and QE Identity signatures,
-QE binding, report signature, TCB level matching) is dcap-qvl's. This module
-only decides *which* root a quote may chain to, fetches collateral, and turns
-the outcome into a :class:`VerificationResult`. It fails closed: any exception
-is a red result, never a pass.
+The evidence kinds live in ``verifiers/`` (SGX DCAP, TDX DCAP, simulated), one module
+each behind :class:`~ppml_kernel.attestation.verifiers.EvidenceVerifier`. This module
+only decides *which* root a quote may chain to and therefore which kind judges it.
+It fails closed: any bad input is a red result, never a pass. It holds no key: a
+simulated quote is verified with the collateral its attester sent, never with
+collateral made here.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from ppml_kernel.attestation.anchors import TrustAnchor, intel_root, simulated_root
-from ppml_kernel.attestation.collateral import Collateral, CollateralClient, CollateralError
-from ppml_kernel.attestation.policy import Check, Policy
-from ppml_kernel.attestation.quote import QuoteInfo, QuoteParseError, parse_quote
-from ppml_kernel.attestation.qvl_errors import explain
+from ppml_kernel.attestation.collateral import Collateral, CollateralClient
+from ppml_kernel.attestation.errors import QuoteParseError
+from ppml_kernel.attestation.policy import Policy
+from ppml_kernel.attestation.quote import QuoteInfo, parse_quote
 from ppml_kernel.attestation.result import VerificationResult
+from ppml_kernel.attestation.verifiers import (
+    Evidence,
+    EvidenceVerifier,
+    SgxDcapVerifier,
+    SimulatedVerifier,
+    TdxDcapVerifier,
+)
 
 
 def chain_root_fingerprint(raw_quote: bytes) -> str | None:
@@ -48,6 +54,8 @@ class Verifier:
 
     The simulated root is consulted only when ``policy.allow_simulated`` is true
     (or a ``simulated_anchor`` is passed explicitly, for tests and the CLI).
+    ``simulated_pki_dir`` only says where to find the simulated root *certificate*;
+    nothing else of that directory is read.
     """
 
     def __init__(
@@ -98,7 +106,11 @@ class Verifier:
         at: int | None = None,
         expected_report_data: bytes | None = None,
     ) -> VerificationResult:
-        """Verify ``raw_quote`` at ``at`` (default: now). Never raises for bad input."""
+        """Verify ``raw_quote`` at ``at`` (default: now). Never raises for bad input.
+
+        ``collateral`` is what came with the quote; None means "fetch it" for hardware
+        quotes and "refuse" for simulated ones.
+        """
         now = int(time.time()) if at is None else int(at)
         try:
             info = parse_quote(raw_quote)
@@ -117,91 +129,12 @@ class Verifier:
             return VerificationResult(
                 False, "anchor", now, quote=info, simulated=claims_sim, error=error
             )
+        evidence = Evidence(raw_quote, info, collateral)
+        return self.kind_for(info, anchor).verify(evidence, expected_report_data, now)
 
-        try:
-            col = self._collateral(raw_quote, collateral, anchor, now)
-        except CollateralError as exc:
-            return self._failed(info, anchor, now, "collateral", str(exc))
-        try:
-            windows = tuple(col.windows())
-        except (ValueError, KeyError, TypeError) as exc:
-            return self._failed(info, anchor, now, "collateral", f"malformed collateral: {exc}")
-
-        import dcap_qvl
-
-        try:
-            report = dcap_qvl.verify_with_root_ca(raw_quote, col.to_qvl(), anchor.der, now)
-        except (ValueError, CollateralError) as exc:
-            reason = explain(str(exc), windows, raw_quote=raw_quote, collateral_text=col.text,
-                             at=now)  # no Rust debug values in what people read
-            return self._failed(info, anchor, now, "signature", reason, windows)
-
-        detail = json.loads(report.to_json())
-        status = str(report.status)
-        advisories = tuple(report.advisory_ids)
-        checks = self.policy.evaluate(info, status, list(advisories), anchor.simulated)
-        if expected_report_data is not None:
-            checks.append(_report_data_check(info, expected_report_data))
-        passed = all(c.ok for c in checks)
-        return VerificationResult(
-            passed=passed,
-            stage="done" if passed else "policy",
-            verified_at=now,
-            **_anchored(info, anchor),
-            tcb_status=status,
-            advisory_ids=advisories,
-            qe_status=detail.get("qe_status", {}).get("status"),
-            platform_status=detail.get("platform_status", {}).get("status"),
-            windows=windows,
-            checks=tuple(checks),
-        )
-
-    def _collateral(
-        self, raw: bytes, given: Collateral | str | None, anchor: TrustAnchor, now: int
-    ) -> Collateral:
-        if isinstance(given, Collateral):
-            return given
-        if isinstance(given, str):
-            return Collateral.from_json(given)
+    def kind_for(self, info: QuoteInfo, anchor: TrustAnchor) -> EvidenceVerifier:
+        """The evidence kind that judges a quote: by the root it chains to, then its TEE."""
         if anchor.simulated:
-            return self._simulated_collateral(now)
-        client = self._collateral_client or CollateralClient()
-        return client.for_quote(raw, at=now)
-
-    def _simulated_collateral(self, now: int) -> Collateral:
-        """Collateral signed by the local simulated PKI (public data, made on demand)."""
-        from ppml_kernel.tee.simulated import SimulatedPKI, SimulatedPKIError, build_collateral
-
-        try:
-            pki = SimulatedPKI.load(self._simulated_pki_dir)
-        except SimulatedPKIError as exc:
-            raise CollateralError(f"no collateral for the simulated quote: {exc}") from None
-        return Collateral(build_collateral(pki, now))
-
-    @staticmethod
-    def _failed(
-        info: QuoteInfo,
-        anchor: TrustAnchor,
-        now: int,
-        stage: str,
-        error: str,
-        windows: tuple = (),
-    ) -> VerificationResult:
-        return VerificationResult(
-            False, stage, now, **_anchored(info, anchor), windows=windows, error=error
-        )
-
-
-def _anchored(info: QuoteInfo, anchor: TrustAnchor) -> dict[str, Any]:
-    """The result fields every outcome past anchor selection has (pass or fail alike)."""
-    return {
-        "quote": info,
-        "anchor": anchor.name,
-        "anchor_fingerprint": anchor.fingerprint,
-        "simulated": anchor.simulated,
-    }
-
-
-def _report_data_check(info: QuoteInfo, expected: bytes) -> Check:
-    want = expected.hex()
-    return Check("report_data", info.report_data == want, want, info.report_data)
+            return SimulatedVerifier(self.policy, anchor)
+        kind = SgxDcapVerifier if info.tee == "SGX" else TdxDcapVerifier
+        return kind(self.policy, anchor, self._collateral_client)

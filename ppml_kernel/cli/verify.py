@@ -19,7 +19,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("quote", metavar="QUOTE", help="quote file (raw bytes, or hex text)")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--collateral", metavar="FILE", help="collateral JSON (dcap-qvl format)")
+    src.add_argument(
+        "--collateral",
+        metavar="FILE",
+        help="collateral JSON (dcap-qvl format); a simulated quote needs the collateral its "
+        "enclave wrote with it",
+    )
     src.add_argument(
         "--pccs", metavar="URL", help="fetch collateral from this PCCS [default: Intel PCS]"
     )
@@ -30,7 +35,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="trust this installation's simulated root (NOT confidential)",
     )
-    p.add_argument("--sim-pki", metavar="DIR", help="simulated PKI directory [per-user default]")
+    p.add_argument(
+        "--sim-pki",
+        metavar="DIR",
+        help="simulated PKI directory (only its root certificate is read) [per-user default]",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
 

@@ -2,7 +2,7 @@
 
 Both test suites check these: tests/test_channel_vectors.py (Python, the kernel side)
 and extensions/jupyterlab-ppml/test/channel.test.ts (TypeScript, the browser side).
-The handshake vector carries a real DCAP v3 quote from the test PKI (tests/dcap_synth.py)
+The handshake vector carries a real DCAP v3 quote from the test PKI (tests/support/dcap_synth.py)
 whose REPORT_DATA binds the transcript, verifiable with that PKI's root at `verify_at`.
 
 Run: PYTHONPATH=.:tests python tests/tools/make_channel_vectors.py
@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-import dcap_synth  # noqa: E402
+from support import dcap_synth  # noqa: E402
 
 from ppml_kernel.channel import crypto, envelope, protocol  # noqa: E402
 from ppml_kernel.channel.client import BrowserClient  # noqa: E402

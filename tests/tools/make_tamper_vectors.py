@@ -4,7 +4,7 @@ Two kinds of cases:
 - real vectors (tests/data/vectors) with mutations: byte changes in every part of the
   quote, edits of the signed collateral, swapped CRLs, other verification times, the
   wrong root. Stored as mutation lists, so the file stays small.
-- a synthetic SGX PKI (tests/dcap_synth.py, custom root) to reach what real data cannot:
+- a synthetic SGX PKI (tests/support/dcap_synth.py, custom root) to reach what real data cannot:
   revoked and expired certificates and CRLs, every TCB status, QE Identity mismatches,
   debug enclaves. Re-signed fields are stored in full.
 
@@ -29,7 +29,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-import dcap_synth as s  # noqa: E402
+from support import dcap_synth as s  # noqa: E402
 
 from ppml_kernel.attestation.policy import KNOWN_TCB_STATUSES  # noqa: E402
 

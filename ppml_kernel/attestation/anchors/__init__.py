@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
 
+from ppml_kernel.attestation.errors import TrustAnchorError
+
 INTEL_ROOT_SHA256 = "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3"
 
 
@@ -32,7 +34,7 @@ def intel_root() -> TrustAnchor:
     """Intel's SGX Root CA as shipped in the package, checked against its pinned hash."""
     der = files(__package__).joinpath("IntelSGXRootCA.der").read_bytes()
     if hashlib.sha256(der).hexdigest() != INTEL_ROOT_SHA256:
-        raise RuntimeError("the packaged Intel SGX Root CA does not match its pinned SHA-256")
+        raise TrustAnchorError("the packaged Intel SGX Root CA does not match its pinned SHA-256")
     return TrustAnchor("Intel SGX Root CA", der)
 
 

@@ -30,6 +30,7 @@ INTEL_QE_VENDOR_ID = bytes.fromhex("939A7233F79C4CA9940A0DB3957F0607")
 USER_DATA = b"SIMULATED".ljust(20, b"\0")
 QE_AUTH_DATA = bytes(range(32))  # dcap-qvl requires exactly 32 bytes (AUTHENTICATION_DATA_LEN)
 CERT_DATA_PCK_CHAIN = 5
+CERT_DATA_QE_REPORT = 6
 
 HEADER_SIZE = 48
 REPORT_BODY_SIZE = 384
@@ -43,8 +44,8 @@ ENCLAVE_XFRM = 0xE7
 # SGX REPORT BODY: CPUSVN, MISCSELECT, reserved, ATTRIBUTES, MRENCLAVE, reserved,
 # MRSIGNER, reserved, ISVPRODID, ISVSVN, reserved, REPORT_DATA.
 _REPORT_BODY = struct.Struct("<16sI28x16s32s32x32s96xHH60x64s")
-_HEADER = struct.Struct("<HHIHH16s20s")
-assert _REPORT_BODY.size == REPORT_BODY_SIZE and _HEADER.size == HEADER_SIZE
+_HEADER_FIXED = struct.Struct("<HHIHH")  # then QE vendor id (16) and user data (20)
+assert _REPORT_BODY.size == REPORT_BODY_SIZE and _HEADER_FIXED.size + 36 == HEADER_SIZE
 
 
 def report_body(
@@ -70,11 +71,65 @@ def enclave_attributes(debug: bool) -> bytes:
     return struct.pack("<QQ", flags, ENCLAVE_XFRM)
 
 
+def quote_header(
+    *,
+    qe_svn: int,
+    pce_svn: int,
+    version: int = QUOTE_VERSION,
+    tee_type: int = TEE_TYPE_SGX,
+    key_type: int = ATTESTATION_KEY_TYPE_ECDSA_P256,
+    vendor_id: bytes = INTEL_QE_VENDOR_ID,
+    user_data: bytes = USER_DATA,
+) -> bytes:
+    """The 48-byte quote header (lengths are not checked: tests forge odd ones)."""
+    fixed = _HEADER_FIXED.pack(version, key_type, tee_type, qe_svn, pce_svn)
+    return fixed + vendor_id + user_data
+
+
+def qe_report_data(attestation_key: bytes, qe_auth_data: bytes) -> bytes:
+    """The QE report's REPORT_DATA binding the attestation key: SHA-256(key || auth) || 0^32."""
+    return hashlib.sha256(attestation_key + qe_auth_data).digest() + bytes(32)
+
+
+def qe_certification_data(
+    qe_report: bytes, qe_report_signature: bytes, qe_auth_data: bytes, pck_chain: bytes
+) -> bytes:
+    """QE report, its PCK signature, QE auth data and certification data type 5 (PEM chain).
+
+    SGX v3 quotes carry this after the attestation key; TDX v4 quotes wrap it in
+    certification data type 6 (:func:`qe_report_certification`).
+    """
+    return b"".join(
+        (
+            qe_report,
+            qe_report_signature,
+            struct.pack("<H", len(qe_auth_data)),
+            qe_auth_data,
+            struct.pack("<HI", CERT_DATA_PCK_CHAIN, len(pck_chain)),
+            pck_chain,
+        )
+    )
+
+
+def qe_report_certification(inner: bytes) -> bytes:
+    """Certification data type 6 (QE report certification data) around ``inner``."""
+    return struct.pack("<HI", CERT_DATA_QE_REPORT, len(inner)) + inner
+
+
+def ecdsa_quote(
+    signed: bytes, isv_signature: bytes, attestation_key: bytes, certification: bytes
+) -> bytes:
+    """Header and report body, then the ECDSA quote signature data (length-prefixed)."""
+    auth = isv_signature + attestation_key + certification
+    return signed + struct.pack("<I", len(auth)) + auth
+
+
 @dataclass(frozen=True)
 class _Template:
     header: bytes
     cpu_svn: bytes
-    tail: bytes  # attestation key .. end of certification data
+    attestation_key: bytes
+    certification: bytes  # QE report .. end of certification data
 
 
 _templates: weakref.WeakKeyDictionary[SimulatedPKI, dict[str, _Template]] = (
@@ -95,30 +150,12 @@ def _build_template(pki: SimulatedPKI, tcb_status: str) -> _Template:
         mrsigner=pki.qe_mrsigner,
         isv_prod_id=tcb.QE_ISVPRODID,
         isv_svn=tcb.QE_ISVSVN,
-        report_data=hashlib.sha256(attestation_key + QE_AUTH_DATA).digest() + bytes(32),
+        report_data=qe_report_data(attestation_key, QE_AUTH_DATA),
     )
     chain = leaf.pem + pki.platform_ca_pem + pki.root_pem
-    tail = b"".join(
-        (
-            attestation_key,
-            qe_report,
-            leaf.sign(qe_report),
-            struct.pack("<H", len(QE_AUTH_DATA)),
-            QE_AUTH_DATA,
-            struct.pack("<HI", CERT_DATA_PCK_CHAIN, len(chain)),
-            chain,
-        )
-    )
-    header = _HEADER.pack(
-        QUOTE_VERSION,
-        ATTESTATION_KEY_TYPE_ECDSA_P256,
-        TEE_TYPE_SGX,
-        tcb.QE_ISVSVN,
-        level.pce_svn,
-        INTEL_QE_VENDOR_ID,
-        USER_DATA,
-    )
-    return _Template(header, level.cpu_svn, tail)
+    certification = qe_certification_data(qe_report, leaf.sign(qe_report), QE_AUTH_DATA, chain)
+    header = quote_header(qe_svn=tcb.QE_ISVSVN, pce_svn=level.pce_svn)
+    return _Template(header, level.cpu_svn, attestation_key, certification)
 
 
 def _template(pki: SimulatedPKI, tcb_status: str) -> _Template:
@@ -171,7 +208,6 @@ def build_quote(
         report_data=data,
     )
     signed = template.header + body
-    signature = pki.sign_report(signed)
-    return b"".join(
-        (signed, struct.pack("<I", len(signature) + len(template.tail)), signature, template.tail)
+    return ecdsa_quote(
+        signed, pki.sign_report(signed), template.attestation_key, template.certification
     )

@@ -1,17 +1,18 @@
-"""Test-only DCAP v3 forger: a custom SGX PKI, signed collateral and v3 quotes.
+"""Test-only DCAP forger: a custom SGX PKI, signed collateral, SGX v3 and TDX v4 quotes.
 
 It exists so the verifier tests can cover what real vectors cannot (revoked certificates,
 expired CRLs, every TCB status, QE identity mismatches, ...) with dcap-qvl's
 ``verify_with_root_ca`` as the oracle. Every knob is a keyword argument; the private keys
-live only in memory. Not the product's simulated enclave (``ppml_kernel.tee.simulated``).
+live only in memory. It is not the product's simulated enclave, but it builds on that
+enclave's builders (``ppml_kernel.tee.simulated``: certificates and CRLs, TCB Info and QE
+Identity documents, report bodies, quote layout, collateral fields) and only supplies the
+knobs, so the forger and the simulator cannot drift apart.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
-import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,11 +21,30 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from ppml_kernel.tee.simulated.collateral import (
+    collateral_document,
+    compact,
+    qe_identity_document,
+    qe_level_entry,
+    tcb_info_document,
+    tcb_level_entry,
+)
 from ppml_kernel.tee.simulated.extension import SGX_EXTENSION_OID, sgx_extension_value
 from ppml_kernel.tee.simulated.pki import build_certificate, build_crl, raw_ecdsa_sign
-from ppml_kernel.tee.simulated.quote import report_body
+from ppml_kernel.tee.simulated.quote import (
+    INTEL_QE_VENDOR_ID,
+    TEE_TYPE_SGX,
+    ecdsa_quote,
+    qe_certification_data,
+    qe_report_certification,
+    qe_report_data,
+    quote_header,
+    report_body,
+)
 
-INTEL_QE_VENDOR_ID = bytes.fromhex("939a7233f79c4ca9940a0db3957f0607")
+TEE_TYPE_TDX = 0x81
+TCB_DATE = "2024-03-13T00:00:00Z"
+EVALUATION_DATA_NUMBER = 17
 QE_MRSIGNER = bytes.fromhex("8c4f5775d796503e96137f77c68a829a0056ac8ded70140b081b094490c57bff")
 
 
@@ -254,14 +274,7 @@ class Pki:
 def tcb_level(
     comps: list[int], pcesvn: int, status: str, advisories: list[str] | None = None
 ) -> dict:
-    level: dict[str, Any] = {
-        "tcb": {"sgxtcbcomponents": [{"svn": c} for c in comps], "pcesvn": pcesvn},
-        "tcbDate": "2024-03-13T00:00:00Z",
-        "tcbStatus": status,
-    }
-    if advisories:
-        level["advisoryIDs"] = advisories
-    return level
+    return tcb_level_entry(comps, pcesvn, status, TCB_DATE, advisories or ())
 
 
 def default_tcb_levels() -> list[dict]:
@@ -273,14 +286,7 @@ def default_tcb_levels() -> list[dict]:
 
 
 def qe_level(isvsvn: int, status: str, advisories: list[str] | None = None) -> dict:
-    level: dict[str, Any] = {
-        "tcb": {"isvsvn": isvsvn},
-        "tcbDate": "2024-03-13T00:00:00Z",
-        "tcbStatus": status,
-    }
-    if advisories:
-        level["advisoryIDs"] = advisories
-    return level
+    return qe_level_entry(isvsvn, status, TCB_DATE, advisories or ())
 
 
 def tcb_info_json(
@@ -292,21 +298,22 @@ def tcb_info_json(
     next_update: int | None = None,
     version: int = 3,
     ident: str = "SGX",
+    **extra: Any,
 ) -> str:
-    info = {
-        "id": ident,
-        "version": version,
-        "issueDate": iso(issue if issue is not None else now - 86400),
-        "nextUpdate": iso(next_update if next_update is not None else now + 29 * 86400),
-        "fmspc": fmspc.hex().upper(),
-        "pceId": "0000",
-        "tcbType": 0,
-        "tcbEvaluationDataNumber": 17,
-        "tcbLevels": levels,
-    }
-    if version == 2:
-        del info["id"]
-    return json.dumps(info, separators=(",", ":"))
+    """The simulator's TCB Info document with this PKI's defaults (valid now-1d..now+29d)."""
+    return compact(
+        tcb_info_document(
+            fmspc=fmspc,
+            issue=ts(issue if issue is not None else now - 86400),
+            next_update=ts(next_update if next_update is not None else now + 29 * 86400),
+            levels=levels,
+            pce_id=b"\x00\x00",
+            ident=ident,
+            version=version,
+            evaluation_data_number=EVALUATION_DATA_NUMBER,
+            **extra,
+        )
+    )
 
 
 def qe_identity_json(
@@ -324,23 +331,49 @@ def qe_identity_json(
     attributes: str = "11000000000000000000000000000000",
     attributes_mask: str = "FBFFFFFFFFFFFFFF0000000000000000",
 ) -> str:
-    return json.dumps(
-        {
-            "id": ident,
-            "version": version,
-            "issueDate": iso(issue if issue is not None else now - 86400),
-            "nextUpdate": iso(next_update if next_update is not None else now + 29 * 86400),
-            "tcbEvaluationDataNumber": 17,
-            "miscselect": miscselect,
-            "miscselectMask": miscselect_mask,
-            "attributes": attributes,
-            "attributesMask": attributes_mask,
-            "mrsigner": mrsigner.hex().upper(),
-            "isvprodid": isvprodid,
-            "tcbLevels": levels
+    """The simulator's QE Identity document with this PKI's defaults."""
+    return compact(
+        qe_identity_document(
+            issue=ts(issue if issue is not None else now - 86400),
+            next_update=ts(next_update if next_update is not None else now + 29 * 86400),
+            mrsigner=mrsigner,
+            levels=levels
             or [qe_level(8, "UpToDate"), qe_level(6, "OutOfDate", ["INTEL-SA-00615"])],
-        },
-        separators=(",", ":"),
+            isvprodid=isvprodid,
+            ident=ident,
+            version=version,
+            evaluation_data_number=EVALUATION_DATA_NUMBER,
+            miscselect=miscselect,
+            miscselect_mask=miscselect_mask,
+            attributes=attributes,
+            attributes_mask=attributes_mask,
+        )
+    )
+
+
+def collateral_fields(
+    pki: Pki,
+    tcb_info: str,
+    qe_identity: str,
+    *,
+    pck_crl: tuple[int, int, tuple[int, ...]] | None = None,
+    root_crl: tuple[int, int, tuple[int, ...]] | None = None,
+    signer: ec.EllipticCurvePrivateKey | None = None,
+) -> dict[str, Any]:
+    """The simulator's collateral fields over this PKI; CRL windows and signer are knobs."""
+    now = pki.now
+    p_this, p_next, p_revoked = pck_crl or (now - 86400, now + 29 * 86400, ())
+    r_this, r_next, r_revoked = root_crl or (now - 86400, now + 365 * 86400, ())
+    key = signer or pki.tcb_key
+    return collateral_document(
+        root_pem=pem(pki.root),
+        platform_ca_pem=pem(pki.ca),
+        tcb_signing_pem=pem(pki.tcb),
+        root_ca_crl=pki.crl(pki.root_name, pki.root_key, r_this, r_next, r_revoked),
+        pck_crl=pki.crl("TEST SGX PCK Platform CA", pki.ca_key, p_this, p_next, p_revoked),
+        tcb_info=tcb_info,
+        qe_identity=qe_identity,
+        sign=lambda data: raw_sig(key, data),
     )
 
 
@@ -388,7 +421,14 @@ def build_quote(
     version: int = 3,
     vendor_id: bytes = INTEL_QE_VENDOR_ID,
 ) -> bytes:
-    header = struct.pack("<HHIHH", version, 2, 0, qe_svn, pce_svn) + vendor_id + user_data
+    header = quote_header(
+        version=version,
+        tee_type=TEE_TYPE_SGX,
+        qe_svn=qe_svn,
+        pce_svn=pce_svn,
+        vendor_id=vendor_id,
+        user_data=user_data,
+    )
     signed = header + isv_report
     att_pub = raw_pub(pki.att_key)
     qe_fields = {
@@ -400,20 +440,12 @@ def build_quote(
         "mrenclave": b"\xcc" * 32,
     }
     qe_fields.update(qe_report_fields or {})
-    qe_rd = hashlib.sha256(att_pub + qe_auth).digest() if bind_qe else b"\x00" * 32
-    qe_report = enclave_report(report_data=qe_rd + b"\x00" * 32, **qe_fields)
-    cert_data = pck_chain_pem.encode()
-    auth = (
-        raw_sig(pki.att_key, signed)
-        + att_pub
-        + qe_report
-        + raw_sig(pki.pck_key, qe_report)
-        + struct.pack("<H", len(qe_auth))
-        + qe_auth
-        + struct.pack("<HI", 5, len(cert_data))
-        + cert_data
+    qe_rd = qe_report_data(att_pub, qe_auth) if bind_qe else bytes(64)
+    qe_report = enclave_report(report_data=qe_rd, **qe_fields)
+    certification = qe_certification_data(
+        qe_report, raw_sig(pki.pck_key, qe_report), qe_auth, pck_chain_pem.encode()
     )
-    return signed + struct.pack("<I", len(auth)) + auth
+    return ecdsa_quote(signed, raw_sig(pki.att_key, signed), att_pub, certification)
 
 
 @dataclass
@@ -452,21 +484,9 @@ def scenario(
         now, tcb_fmspc or fmspc, levels or default_tcb_levels(), **(tcb_kwargs or {})
     )
     qe_identity = qe_identity_json(now, **(qe_kwargs or {}))
-    signer = swap_tcb_signer or pki.tcb_key
-    p_this, p_next, p_revoked = pck_crl or (now - 86400, now + 29 * 86400, ())
-    r_this, r_next, r_revoked = root_crl or (now - 86400, now + 365 * 86400, ())
-    tcb_chain = pem(pki.tcb) + pem(pki.root)
-    collateral = {
-        "pck_crl_issuer_chain": pem(pki.ca) + pem(pki.root),
-        "root_ca_crl": pki.crl(pki.root_name, pki.root_key, r_this, r_next, r_revoked).hex(),
-        "pck_crl": pki.crl("TEST SGX PCK Platform CA", pki.ca_key, p_this, p_next, p_revoked).hex(),
-        "tcb_info_issuer_chain": tcb_chain,
-        "tcb_info": tcb_info,
-        "tcb_info_signature": raw_sig(signer, tcb_info.encode()).hex(),
-        "qe_identity_issuer_chain": tcb_chain,
-        "qe_identity": qe_identity,
-        "qe_identity_signature": raw_sig(signer, qe_identity.encode()).hex(),
-    }
+    collateral = collateral_fields(
+        pki, tcb_info, qe_identity, pck_crl=pck_crl, root_crl=root_crl, signer=swap_tcb_signer
+    )
     return Scenario(quote, collateral, pki.root_der)
 
 
@@ -553,12 +573,14 @@ def td_report(
 
 def build_tdx_quote(pki: Pki, pck_chain_pem: str, body: bytes, *, qe_svn: int = 8) -> bytes:
     """A version 4 TDX quote with QE report certification data (type 6) around a PCK chain."""
-    header = struct.pack("<HHIHH", 4, 2, 0x81, 0, 0) + INTEL_QE_VENDOR_ID + b"\x00" * 20
+    header = quote_header(
+        version=4, tee_type=TEE_TYPE_TDX, qe_svn=0, pce_svn=0, user_data=b"\x00" * 20
+    )
     signed = header + body
     att_pub = raw_pub(pki.att_key)
     qe_auth = bytes(range(32))
     qe_report = enclave_report(
-        report_data=hashlib.sha256(att_pub + qe_auth).digest() + b"\x00" * 32,
+        report_data=qe_report_data(att_pub, qe_auth),
         cpusvn=b"\x05" * 16,
         isv_prod_id=TD_QE_ISVPRODID,
         isv_svn=qe_svn,
@@ -566,17 +588,11 @@ def build_tdx_quote(pki: Pki, pck_chain_pem: str, body: bytes, *, qe_svn: int = 
         attributes=bytes.fromhex("11000000000000000000000000000000"),
         mrenclave=b"\xcc" * 32,
     )
-    cert_data = pck_chain_pem.encode()
-    inner = (
-        qe_report
-        + raw_sig(pki.pck_key, qe_report)
-        + struct.pack("<H", len(qe_auth))
-        + qe_auth
-        + struct.pack("<HI", 5, len(cert_data))
-        + cert_data
+    inner = qe_certification_data(
+        qe_report, raw_sig(pki.pck_key, qe_report), qe_auth, pck_chain_pem.encode()
     )
-    auth = raw_sig(pki.att_key, signed) + att_pub + struct.pack("<HI", 6, len(inner)) + inner
-    return signed + struct.pack("<I", len(auth)) + auth
+    certification = qe_report_certification(inner)
+    return ecdsa_quote(signed, raw_sig(pki.att_key, signed), att_pub, certification)
 
 
 def tdx_tcb_level(status: str, advisories: list[str] | None = None, tdx_svn: int = 2) -> dict:
@@ -604,31 +620,17 @@ def tdx_scenario(
         "attributes": "0000000000000000",
         "attributesMask": "FFFFFFFFFFFFFFFF",
     }
-    info = json.loads(tcb_info_json(now, fmspc, levels or [tdx_tcb_level("UpToDate")], ident="TDX"))
-    info["tdxModule"] = module
-    info["tdxModuleIdentities"] = [
-        {
-            "id": "TDX_01",
-            **module,
-            "tcbLevels": module_levels or [qe_level(3, "UpToDate")],
-        }
-    ]
-    tcb_info = json.dumps(info, separators=(",", ":"))
+    tcb_info = tcb_info_json(
+        now,
+        fmspc,
+        levels or [tdx_tcb_level("UpToDate")],
+        ident="TDX",
+        tdxModule=module,
+        tdxModuleIdentities=[
+            {"id": "TDX_01", **module, "tcbLevels": module_levels or [qe_level(3, "UpToDate")]}
+        ],
+    )
     qe_identity = qe_identity_json(
         now, ident="TD_QE", isvprodid=TD_QE_ISVPRODID, levels=qe_levels or [qe_level(8, "UpToDate")]
     )
-    tcb_chain = pem(pki.tcb) + pem(pki.root)
-    collateral = {
-        "pck_crl_issuer_chain": pem(pki.ca) + pem(pki.root),
-        "root_ca_crl": pki.crl(pki.root_name, pki.root_key, now - 86400, now + 365 * 86400).hex(),
-        "pck_crl": pki.crl(
-            "TEST SGX PCK Platform CA", pki.ca_key, now - 86400, now + 29 * 86400
-        ).hex(),
-        "tcb_info_issuer_chain": tcb_chain,
-        "tcb_info": tcb_info,
-        "tcb_info_signature": raw_sig(pki.tcb_key, tcb_info.encode()).hex(),
-        "qe_identity_issuer_chain": tcb_chain,
-        "qe_identity": qe_identity,
-        "qe_identity_signature": raw_sig(pki.tcb_key, qe_identity.encode()).hex(),
-    }
-    return Scenario(quote, collateral, pki.root_der)
+    return Scenario(quote, collateral_fields(pki, tcb_info, qe_identity), pki.root_der)
