@@ -108,9 +108,9 @@ def test_user_errors_turns_only_the_named_kinds_into_magic_errors() -> None:
 # --------------------------------------------------------------------------- bases
 
 
-#: Packages whose errors.py lands with the parallel keys/ and attestation/ refactors;
+#: Packages whose errors.py lands with the parallel keys/ refactor;
 #: the lead empties this at merge (a listed package that has its base fails the test).
-KNOWN_WITHOUT_BASE: set[str] = {"attestation", "keys"}
+KNOWN_WITHOUT_BASE: set[str] = {"keys"}
 
 
 def _bases(path: Path) -> dict[str, list[str]]:
