@@ -37,7 +37,7 @@ def fetch_in_task(_: object):
     """Runs on an executor: a new client per task, in a Python worker that is warm."""
     import time
 
-    from ppml_kernel.spark.keyclient import KeyClient, client
+    from ppml_kernel.keys.broker.client import KeyClient, client
 
     shared = client()
     shared.fetch_key(KEY_ID)  # warm: imports, attester, first attestation
@@ -85,7 +85,7 @@ def cold_fetch(broker_address: str, broker_id: str, driver_policy: str, pki: str
     """First fetch in a new Python process, imports included (as a fresh Python worker)."""
     code = (
         "import time; t0 = time.perf_counter()\n"
-        "from ppml_kernel.spark.keyclient import fetch_key\n"
+        "from ppml_kernel.keys.broker.client import fetch_key\n"
         f"fetch_key({KEY_ID!r})\n"
         "print((time.perf_counter() - t0) * 1e3)\n"
     )
@@ -105,7 +105,7 @@ def main() -> int:
 
     from pyspark import cloudpickle
 
-    from ppml_kernel.spark.broker import KeyRing
+    from ppml_kernel.keys.store import KeyStore
     from ppml_kernel.spark.localcluster import LocalCluster
     from ppml_kernel.tee.simulated import SimulatedAttester
 
@@ -115,7 +115,7 @@ def main() -> int:
     os.environ["PPML_SIM_PKI_DIR"] = str(pki)
     attester = SimulatedAttester(pki_dir=pki)
     attester.collateral()
-    keys = KeyRing({KEY_ID: os.urandom(32)})
+    keys = KeyStore({KEY_ID: os.urandom(32)})
     plain: list[dict[str, float]] = []
     attested: list[dict[str, float]] = []
     fetches: list[dict[str, float]] = []

@@ -330,16 +330,16 @@ def main() -> int:
     ap.add_argument("--skip-parquet", action="store_true")
     args = ap.parse_args()
 
-    from ppml_kernel.data import keys, secrets
     from ppml_kernel.data.format import encrypt_stream
     from ppml_kernel.data.parquet import write_parquet
+    from ppml_kernel.keys import files, store
 
     tmp = Path(tempfile.mkdtemp(prefix="ppml-bench-"))
     # A simulated PKI of this run's own, for local-mode workers, the driver and the cluster.
     os.environ.setdefault("PPML_SIM_PKI_DIR", str(tmp / "pki"))
     try:
-        secrets.default_store().put(KEY_ID, keys.generate_kek())
-        provider = keys.default_provider()
+        store.default_store().put(KEY_ID, files.generate_kek())
+        provider = store.default_provider()
         paths = {"plain_csv": tmp / "lineitem.csv", "enc_csv": tmp / "lineitem.csv.ppml",
                  "plain_pq": tmp / "parquet-plain", "enc_pq": tmp / "parquet-pme"}
         t = time.perf_counter()

@@ -38,16 +38,17 @@ def main() -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from ppml_kernel.data import keys, secrets, sparkio
+    from ppml_kernel.data import sparkio
     from ppml_kernel.data.format import encrypt_stream
     from ppml_kernel.data.parquet import write_parquet
     from ppml_kernel.data.sample import DDL, FEATURES, LABEL, loans
+    from ppml_kernel.keys import files, store
 
     tmp = Path(tempfile.mkdtemp(prefix="ppml-bench-ml-"))
     os.environ.setdefault("PPML_SIM_PKI_DIR", str(tmp / "pki"))
     try:
-        secrets.default_store().put(KEY_ID, keys.generate_kek())
-        provider = keys.default_provider()
+        store.default_store().put(KEY_ID, files.generate_kek())
+        provider = store.default_provider()
         pdf = loans(args.rows)
         pdf.to_csv(tmp / "loans.csv", index=False)
         with open(tmp / "loans.csv", "rb") as src, open(tmp / "loans.csv.ppml", "wb") as dst:

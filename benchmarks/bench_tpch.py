@@ -169,7 +169,7 @@ def main() -> int:
     if "parquet" in formats:
         sides += ["pq-plain", "pq-ppml"] + (["pq-ds"] if args.ds else [])
 
-    from ppml_kernel.data.keys import import_key_file
+    from ppml_kernel.keys.store import import_key_file
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="ppml-tpch-"))
     work.mkdir(parents=True, exist_ok=True)

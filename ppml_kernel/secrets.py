@@ -9,9 +9,10 @@ What user code does with :func:`get`'s return value is up to the user.
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass, field
+
+from ppml_kernel._named import NamedValues
 
 _HIDDEN = "<hidden>"
 
@@ -39,22 +40,21 @@ class Secret:
         raise TypeError("secrets cannot be pickled (they stay in kernel memory)")
 
 
-class SecretStore:
-    """Name -> :class:`Secret`, thread-safe (the control thread writes, cells read)."""
+class BrowserSecretStore(NamedValues[Secret]):
+    """Name -> :class:`Secret` (text sent through the browser channel), thread-safe.
 
-    def __init__(self) -> None:
-        self._items: dict[str, Secret] = {}
-        self._lock = threading.Lock()
+    Not the store of key bytes (that is :class:`ppml_kernel.keys.store.KeyStore`); the
+    kernel's key store looks key ids up here too, so a key can be sent as a secret.
+    The control thread writes, cells read.
+    """
 
     def put(self, name: str, value: str, source: str = "browser") -> Secret:
         item = Secret(name, value, source)
-        with self._lock:
-            self._items[name] = item
+        self._set(name, item)
         return item
 
     def secret(self, name: str) -> Secret:
-        with self._lock:
-            item = self._items.get(name)
+        item = self._lookup(name)
         if item is None:
             known = ", ".join(self.names()) or "none yet"
             raise KeyError(f"no secret named {name!r} (known: {known}); use %ppml secret {name}")
@@ -63,28 +63,14 @@ class SecretStore:
     def get(self, name: str) -> str:
         return self.secret(name).reveal()
 
-    def names(self) -> list[str]:
-        with self._lock:
-            return sorted(self._items)
 
-    def delete(self, name: str) -> bool:
-        with self._lock:
-            return self._items.pop(name, None) is not None
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
-    def __contains__(self, name: object) -> bool:
-        with self._lock:
-            return name in self._items
-
-    def __repr__(self) -> str:
-        return f"SecretStore(names={self.names()!r})"
-
-
-STORE = SecretStore()
+STORE = BrowserSecretStore()
 """The kernel's store (one per kernel process)."""
+
+
+def browser_store() -> BrowserSecretStore:
+    """The kernel's store (a function, so the key store always reads the current one)."""
+    return STORE
 
 
 def get(name: str) -> str:

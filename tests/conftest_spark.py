@@ -19,8 +19,8 @@ KEY_ID = "test-key"
 @pytest.fixture(scope="session")
 def data_key() -> tuple[str, bytes]:
     """A dataset key loaded into the kernel's in-memory secret store."""
-    from ppml_kernel.data.keys import generate_kek
-    from ppml_kernel.data.secrets import default_store
+    from ppml_kernel.keys.files import generate_kek
+    from ppml_kernel.keys.store import default_store
 
     kek = default_store().get(KEY_ID)
     if kek is None:

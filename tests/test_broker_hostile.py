@@ -21,9 +21,11 @@ from typing import ClassVar
 import pytest
 
 from ppml_kernel.attestation import Policy
-from ppml_kernel.spark import protocol as P
-from ppml_kernel.spark.broker import KeyBroker, KeyRing, _NonceBook
-from ppml_kernel.spark.keyclient import KeyClient, KeyClientError
+from ppml_kernel.keys.broker import protocol as P
+from ppml_kernel.keys.broker.attested import KeyBroker
+from ppml_kernel.keys.broker.client import KeyClient, KeyClientError
+from ppml_kernel.keys.broker.sessions import NonceBook
+from ppml_kernel.keys.store import KeyStore
 from ppml_kernel.tee.simulated import SimulatedAttester
 
 pytestmark = pytest.mark.timeout(120)
@@ -57,7 +59,7 @@ def policy(driver) -> Policy:
 
 
 def make_broker(driver, policy, **kwargs) -> KeyBroker:
-    return KeyBroker(policy, KeyRing({"kek-1": KEK}), driver, host=HOST, **kwargs)
+    return KeyBroker(policy, KeyStore({"kek-1": KEK}), driver, host=HOST, **kwargs)
 
 
 def honest(broker: KeyBroker, driver, policy) -> KeyClient:
@@ -239,7 +241,7 @@ def test_a_hello_flood_does_not_evict_an_honest_workers_nonce(driver, policy):
 
 
 def test_nonce_book_accepts_each_issued_nonce_once_until_it_expires():
-    book = _NonceBook(ttl=120)
+    book = NonceBook(ttl=120)
     first = book.issue(1000.0)
     many = [book.issue(1000.0 + i / 100) for i in range(3000)]
     assert book.take(many[-1], 1001.0)
@@ -251,7 +253,7 @@ def test_nonce_book_accepts_each_issued_nonce_once_until_it_expires():
     assert book.take(late, 1151.0)  # the old bits were dropped, the live ones kept
     assert not book.take(late, 1151.0)
     assert len(book._used) <= 2
-    assert not _NonceBook(ttl=120).take(book.issue(1200.0), 1200.0)  # another book's key
+    assert not NonceBook(ttl=120).take(book.issue(1200.0), 1200.0)  # another book's key
     assert not book.take(b"\x00" * 32, 1200.0)
 
 

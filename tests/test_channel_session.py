@@ -496,9 +496,9 @@ def test_owners_grant_access_with_a_signed_grant(pki: dcap_synth.Pki) -> None:
 
 
 def test_a_second_value_for_a_secret_is_refused_unless_replace(pki: dcap_synth.Pki) -> None:
-    from ppml_kernel.secrets import SecretStore
+    from ppml_kernel.secrets import BrowserSecretStore
 
-    store = SecretStore()
+    store = BrowserSecretStore()
     manager = ChannelManager(
         dcap_synth.SynthAttester(pki),
         secret_sink=lambda n, v, s: store.put(n, v, s),

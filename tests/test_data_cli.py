@@ -14,7 +14,7 @@ import pytest
 
 from ppml_kernel.cli import data as cli
 from ppml_kernel.data import format as F
-from ppml_kernel.data.keys import read_key_file
+from ppml_kernel.keys.files import read_key_file
 
 
 def run(*argv: str) -> tuple[int, str, str]:

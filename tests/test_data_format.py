@@ -24,24 +24,24 @@ from ppml_kernel.data.errors import (
     UnsupportedVersionError,
     WrongKeyError,
 )
-from ppml_kernel.data.keys import SecretStoreProvider, generate_kek
-from ppml_kernel.data.secrets import SecretStore
+from ppml_kernel.keys.files import generate_kek
+from ppml_kernel.keys.store import KeyStore, KeyStoreProvider
 
 CS = 4096  # small chunks so tests cross many chunk edges cheaply
 STRIDE = CS + F.TAG_SIZE
 
 
 @pytest.fixture
-def store() -> SecretStore:
-    s = SecretStore()
+def store() -> KeyStore:
+    s = KeyStore()
     s.put("k1", generate_kek())
     s.put("k2", generate_kek())
     return s
 
 
 @pytest.fixture
-def provider(store) -> SecretStoreProvider:
-    return SecretStoreProvider(store)
+def provider(store) -> KeyStoreProvider:
+    return KeyStoreProvider(store)
 
 
 def encrypt_bytes(data: bytes, provider, key_id: str = "k1", cs: int = CS) -> bytes:
@@ -342,15 +342,15 @@ def test_key_id_edit(blob, provider, tmp_path):
 
 def test_wrong_key_names_file_and_key_id(blob, tmp_path):
     _, b = blob
-    other = SecretStore()
+    other = KeyStore()
     other.put("k1", generate_kek())
     path = write(tmp_path, "sales.csv.ppml", b)
     with pytest.raises(WrongKeyError) as info:
-        read_file(path, SecretStoreProvider(other))
+        read_file(path, KeyStoreProvider(other))
     msg = str(info.value)
     assert str(path) in msg and "'k1'" in msg and "wrong key" in msg
     with pytest.raises(UnknownKeyError, match=r"sales\.csv\.ppml.*'k1'"):
-        read_file(path, SecretStoreProvider(SecretStore()))
+        read_file(path, KeyStoreProvider(KeyStore()))
 
 
 def test_errors_never_contain_key_material(blob, store, provider, tmp_path):
@@ -415,9 +415,9 @@ def test_rewrap_changes_only_the_key_slot(provider, store, tmp_path):
     data = os.urandom(3 * CS + 5)
     path = write(tmp_path, "r.ppml", encrypt_bytes(data, provider, "k1"))
     before = path.read_bytes()
-    new_store = SecretStore()
+    new_store = KeyStore()
     new_store.put("k-2025", generate_kek())
-    new = SecretStoreProvider(new_store)
+    new = KeyStoreProvider(new_store)
     F.rewrap_file(path, provider, new, "k-2025")
     after = path.read_bytes()
     assert after[: F.FIXED_SIZE] == before[: F.FIXED_SIZE]
@@ -431,10 +431,10 @@ def test_rewrap_changes_only_the_key_slot(provider, store, tmp_path):
 def test_rewrap_with_the_wrong_old_key_changes_nothing(provider, tmp_path):
     path = write(tmp_path, "r.ppml", encrypt_bytes(b"abc", provider, "k1"))
     before = path.read_bytes()
-    wrong = SecretStore()
+    wrong = KeyStore()
     wrong.put("k1", generate_kek())
     with pytest.raises(WrongKeyError):
-        F.rewrap_file(path, SecretStoreProvider(wrong), provider, "k2")
+        F.rewrap_file(path, KeyStoreProvider(wrong), provider, "k2")
     assert path.read_bytes() == before
 
 

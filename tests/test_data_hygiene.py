@@ -21,17 +21,17 @@ import pytest
 
 from ppml_kernel.data import format as F
 from ppml_kernel.data.errors import BadDataKeyError, HeaderTamperedError
-from ppml_kernel.data.keys import SecretStoreProvider, generate_kek
-from ppml_kernel.data.secrets import SecretStore
+from ppml_kernel.keys.files import generate_kek
+from ppml_kernel.keys.store import KeyStore, KeyStoreProvider
 
 PLAIN = b"0123456789abcdef-plaintext-that-must-not-linger;" * 200
 
 
 @pytest.fixture
-def provider() -> SecretStoreProvider:
-    store = SecretStore()
+def provider() -> KeyStoreProvider:
+    store = KeyStore()
     store.put("k1", generate_kek())
-    return SecretStoreProvider(store)
+    return KeyStoreProvider(store)
 
 
 def encrypted(tmp_path: Path, provider, data: bytes = PLAIN) -> Path:

@@ -11,8 +11,9 @@ import pytest
 from conftest_spark import KEY_ID, data_key, spark  # noqa: F401
 
 from ppml_kernel.data import format as F
-from ppml_kernel.data.keys import default_provider, read_key_file, write_key_file
 from ppml_kernel.errors import PPMLError
+from ppml_kernel.keys.files import read_key_file, write_key_file
+from ppml_kernel.keys.store import default_provider
 from ppml_kernel.magics.registry import MagicError
 
 CSV = "id,name,amount\n" + "".join(f"{i},name{i % 7},{i * 1.5}\n" for i in range(250))
@@ -141,7 +142,7 @@ def test_magics_in_a_real_ppml_kernel(tmp_path, monkeypatch):
     monkeypatch.setenv("JUPYTER_PATH", str(prefix / "share" / "jupyter"))
     kf = write_key_file(tmp_path / "nb.key", "nb-key")
     _, kek = read_key_file(kf)
-    from ppml_kernel.data.keys import KeyFileProvider
+    from ppml_kernel.keys.files import KeyFileProvider
 
     enc = tmp_path / "t.csv.ppml"
     with open(enc, "wb") as out:

@@ -11,7 +11,7 @@ import pytest
 
 from ppml_kernel.data import (
     KeyFileProvider,
-    SecretStoreProvider,
+    KeyStoreProvider,
     UnknownKeyError,
     WrongKeyError,
     generate_kek,
@@ -21,15 +21,15 @@ from ppml_kernel.data import (
     write_pandas,
 )
 from ppml_kernel.data.errors import DatasetError, KeyFileError
-from ppml_kernel.data.keys import read_key_file
-from ppml_kernel.data.secrets import SecretStore
+from ppml_kernel.keys.files import read_key_file
+from ppml_kernel.keys.store import KeyStore
 
 
 @pytest.fixture
-def provider() -> SecretStoreProvider:
-    store = SecretStore()
+def provider() -> KeyStoreProvider:
+    store = KeyStore()
     store.put("k1", generate_kek())
-    return SecretStoreProvider(store)
+    return KeyStoreProvider(store)
 
 
 FRAME = pd.DataFrame(
@@ -69,19 +69,19 @@ def test_text_and_directory(tmp_path, provider):
 def test_wrong_and_unknown_keys(tmp_path, provider):
     path = tmp_path / "f.csv.ppml"
     write_pandas(FRAME, path, "k1", provider=provider)
-    other = SecretStore()
+    other = KeyStore()
     other.put("k1", generate_kek())
     with pytest.raises(WrongKeyError, match=r"f\.csv\.ppml"):
-        read_pandas(path, provider=SecretStoreProvider(other))
+        read_pandas(path, provider=KeyStoreProvider(other))
     with pytest.raises(UnknownKeyError, match="'k1'"):
-        read_pandas(path, provider=SecretStoreProvider(SecretStore()))
+        read_pandas(path, provider=KeyStoreProvider(KeyStore()))
 
 
 def test_key_files(tmp_path):
     kf = write_key_file(tmp_path / "a.key", "team")
     assert stat.S_IMODE(os.stat(kf).st_mode) == 0o600
     _, kek = read_key_file(kf)
-    store = SecretStore()
+    store = KeyStore()
     assert import_key_file(kf, store) == "team" and store.get("team") == kek
     assert "team" in repr(store) and kek.hex() not in repr(store)
     provider = KeyFileProvider(kf)
@@ -101,7 +101,8 @@ def test_keys_sent_as_browser_secrets_are_found_by_key_id(tmp_path):
     import json
 
     from ppml_kernel import secrets as browser
-    from ppml_kernel.data.secrets import default_store, parse_kek_text
+    from ppml_kernel.keys.files import parse_kek_text
+    from ppml_kernel.keys.store import default_store
 
     kek = generate_kek()
     forms = {
@@ -120,7 +121,7 @@ def test_keys_sent_as_browser_secrets_are_found_by_key_id(tmp_path):
             assert store.get(name) == kek and name in store
         assert "db-password" not in store.names() and store.get("db-password") is None
         assert parse_kek_text("not a key") is None
-        provider = SecretStoreProvider()
+        provider = KeyStoreProvider()
         write_pandas(FRAME, tmp_path / "b.csv.ppml", "as-hex", provider=provider)
         assert len(read_pandas(tmp_path / "b.csv.ppml", provider=provider)) == 3
     finally:

@@ -13,9 +13,7 @@ import pytest
 
 from ppml_kernel.data import format as F
 from ppml_kernel.data.files import Segment, file_info, list_files, plan_splits
-from ppml_kernel.data.keys import SecretStoreProvider, generate_kek
 from ppml_kernel.data.records import count_lines, owned_span
-from ppml_kernel.data.secrets import SecretStore
 from ppml_kernel.data.tabular import (
     TableSpec,
     count_segment,
@@ -23,15 +21,17 @@ from ppml_kernel.data.tabular import (
     lines_array,
     read_segment,
 )
+from ppml_kernel.keys.files import generate_kek
+from ppml_kernel.keys.store import KeyStore, KeyStoreProvider
 
 CS = 4096
 
 
 @pytest.fixture
-def provider() -> SecretStoreProvider:
-    s = SecretStore()
+def provider() -> KeyStoreProvider:
+    s = KeyStore()
     s.put("k1", generate_kek())
-    return SecretStoreProvider(s)
+    return KeyStoreProvider(s)
 
 
 def encrypted(tmp_path, name, data: bytes, provider, cs=CS):

@@ -21,8 +21,9 @@ from conftest_spark import KEY_ID, data_key, spark  # noqa: F401
 
 from ppml_kernel.data import format as F
 from ppml_kernel.data import sparkio
-from ppml_kernel.data.keys import default_provider, generate_kek, write_key_file
 from ppml_kernel.data.parquet import write_parquet
+from ppml_kernel.keys.files import generate_kek, write_key_file
+from ppml_kernel.keys.store import default_provider
 
 pytestmark = pytest.mark.spark
 
@@ -263,17 +264,16 @@ def _error_text(excinfo) -> str:
 
 
 def test_wrong_and_missing_key_on_executors(spark, tmp_path):  # noqa: F811
-    from ppml_kernel.data.keys import SecretStoreProvider
-    from ppml_kernel.data.secrets import SecretStore
+    from ppml_kernel.keys.store import KeyStore, KeyStoreProvider
 
-    other = SecretStore()
+    other = KeyStore()
     other.put(KEY_ID, generate_kek())  # same key id, different key
     other.put("missing-key", generate_kek())
     wrong = encrypt_to(
-        tmp_path / "wrong.csv.ppml", b"a,b\n1,2\n", KEY_ID, SecretStoreProvider(other)
+        tmp_path / "wrong.csv.ppml", b"a,b\n1,2\n", KEY_ID, KeyStoreProvider(other)
     )
     missing = encrypt_to(
-        tmp_path / "missing.csv.ppml", b"a,b\n1,2\n", "missing-key", SecretStoreProvider(other)
+        tmp_path / "missing.csv.ppml", b"a,b\n1,2\n", "missing-key", KeyStoreProvider(other)
     )
     with pytest.raises(Exception) as info:
         sparkio.read(spark, wrong, "csv", "a int, b int").collect()
@@ -328,7 +328,7 @@ def test_write_text_and_modes(spark, dataset, tmp_path):  # noqa: F811
 
 
 def test_key_file_key_source(spark, tmp_path):  # noqa: F811
-    from ppml_kernel.data.keys import KeyFileProvider
+    from ppml_kernel.keys.files import KeyFileProvider
 
     kf = write_key_file(tmp_path / "owner.key", "owner-key")
     path = encrypt_to(tmp_path / "x.csv.ppml", b"1,a\n2,b\n", "owner-key", KeyFileProvider(kf))
@@ -374,7 +374,7 @@ def _children(pid: int) -> list[int]:
 
 
 def test_broker_refuses_processes_the_kernel_did_not_start(spark):  # noqa: F811
-    from ppml_kernel.data.broker import local_broker
+    from ppml_kernel.keys.broker.local import local_broker
 
     broker = local_broker()
     assert broker is not None
@@ -413,7 +413,7 @@ with open({str(Path(broker.path).parent / "probe-out")!r}, "w") as f:
 def test_native_pme_parquet_both_ways(spark, dataset, tmp_path):  # noqa: F811
     """Spark's own Parquet reader/writer with the broker KMS client, and pyarrow in between."""
     from ppml_kernel.data.pandas_io import read_table
-    from ppml_kernel.spark.kms import native_pme_enabled
+    from ppml_kernel.keys.pme.names import native_pme_enabled
 
     assert native_pme_enabled(spark), "javac is on PATH here: the KMS client jar must build"
     df = sparkio.read(spark, dataset / "pme-pq", "parquet")  # written by pyarrow
@@ -429,16 +429,15 @@ def test_native_pme_parquet_both_ways(spark, dataset, tmp_path):  # noqa: F811
     assert back.num_rows == N_ROWS
     assert sorted(back.column("id").to_pylist()) == sorted(r.id for r in plain.collect())
     with pytest.raises(Exception, match=r"a\.parquet.*no key with key id 'nobody'"):
-        from ppml_kernel.data.keys import SecretStoreProvider
-        from ppml_kernel.data.secrets import SecretStore
+        from ppml_kernel.keys.store import KeyStore, KeyStoreProvider
 
-        store = SecretStore()
+        store = KeyStore()
         store.put("nobody", generate_kek())
         (tmp_path / "nk").mkdir()
         write_parquet(
             pa.table({"x": [1, 2]}),
             str(tmp_path / "nk" / "a.parquet"),
-            SecretStoreProvider(store),
+            KeyStoreProvider(store),
             "nobody",
         )
         sparkio.read(spark, tmp_path / "nk", "parquet").count()

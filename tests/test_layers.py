@@ -10,10 +10,10 @@ synthetic tree below, so this file fails on a deliberately added upward import.
 
 Layers, low to high (a layer may import itself and everything below it):
 
-    base        ppml_kernel/*.py (errors, _lazy, the package root; a shared crypto module)
+    base        ppml_kernel/*.py (errors, _lazy, _named, crypto, b64, secrets, the root)
     tee         produce evidence
     attestation verify evidence (imports tee: the simulated PKI's public parts)
-    keys        key providers, stores, brokers; ppml_kernel/secrets.py (browser secrets)
+    keys        key providers, store, registry, brokers, Parquet encryption's KMS glue
     channel     browser <-> enclave crypto        } both above keys, neither imports
     data        dataset format, readers, writers  } the other
     spark       sessions, clusters (above data: it reads datasets through data; data
@@ -57,7 +57,6 @@ LAYER_OF: dict[str, str] = {
     "tee": "tee",
     "attestation": "attestation",
     "keys": "keys",
-    "secrets": "keys",  # the kernel's browser-secret store (keys helper may move it)
     "channel": "channel",
     "data": "data",
     "spark": "spark",

@@ -8,6 +8,7 @@ peer credentials is simulated by removing ``socket.SO_PEERCRED`` for the test.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import tempfile
@@ -15,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from ppml_kernel.data import broker as B
 from ppml_kernel.data.errors import DatasetKeyError
 from ppml_kernel.data.format import new_header
-from ppml_kernel.data.keys import KeyFileProvider, write_key_file
+from ppml_kernel.keys.broker import local as B
+from ppml_kernel.keys.files import KeyFileProvider, write_key_file
 
 
 @pytest.fixture
@@ -86,3 +87,26 @@ def test_the_local_broker_applies_the_one_key_id_rule(private_tmp, provider):
             B.BrokerClient(broker.path).unwrap("k 1", header.wrapped, header.wrap_context())
     finally:
         broker.close()
+
+
+def test_the_local_broker_audits_grants_and_refusals_without_keys(private_tmp, provider):
+    """Both brokers answer through one core, so the local one is audited like the cluster's."""
+    from ppml_kernel.data.errors import UnknownKeyError
+
+    broker = B.LocalKeyBroker(provider)
+    try:
+        header, data_key = new_header(provider, "k1")
+        client = B.BrokerClient(broker.path)
+        assert client.unwrap("k1", header.wrapped, header.wrap_context()) == data_key
+        with pytest.raises(UnknownKeyError):
+            client.unwrap("other", header.wrapped, header.wrap_context())
+    finally:
+        broker.close()
+    events = broker.audit.events()
+    assert [(e.event, e.ok, e.key_ids) for e in events] == [
+        ("grant", True, ("k1",)), ("refuse", False, ("other",))
+    ]
+    assert all(e.executor == f"process {os.getpid()}" for e in events)
+    assert "no key with key id 'other'" in events[1].reason
+    text = "".join(e.line() for e in events)
+    assert data_key.hex() not in text and provider.kek("k1").hex() not in text

@@ -17,11 +17,11 @@ from conftest_spark import KEY_ID, data_key, spark  # noqa: F401
 from ppml_kernel.data import format as F
 from ppml_kernel.data import sparkio
 from ppml_kernel.data.errors import DatasetError
-from ppml_kernel.data.keys import default_provider
 from ppml_kernel.data.models import MANIFEST, load_model, save_model
 from ppml_kernel.data.parquet import write_parquet
 from ppml_kernel.data.sample import DDL, FEATURES, LABEL, loans
 from ppml_kernel.data.sniff import PME_MAGIC
+from ppml_kernel.keys.store import default_provider
 
 pytestmark = pytest.mark.spark
 
@@ -206,8 +206,8 @@ def test_removed_added_and_swapped_files_name_the_file(copy, saved, lr_model, tm
 
 
 def test_manifest_tamper_wrong_key_and_missing_key(copy, spark, monkeypatch):  # noqa: F811
-    from ppml_kernel.data.keys import generate_kek
-    from ppml_kernel.data.secrets import default_store
+    from ppml_kernel.keys.files import generate_kek
+    from ppml_kernel.keys.store import default_store
 
     manifest = copy / MANIFEST
     with pytest.raises(DatasetError, match=f"{manifest} is encrypted for key id 'test-key', "

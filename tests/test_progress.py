@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ppml_kernel.data import format as F
-from ppml_kernel.data.keys import KeyFileProvider, write_key_file
+from ppml_kernel.keys.files import KeyFileProvider, write_key_file
 
 pytestmark = [pytest.mark.kernel, pytest.mark.spark]
 

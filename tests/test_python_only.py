@@ -25,7 +25,7 @@ import pytest
 from support.bare_path import bare_path
 
 from ppml_kernel.data import format as F
-from ppml_kernel.data.keys import KeyFileProvider, write_key_file
+from ppml_kernel.keys.files import KeyFileProvider, write_key_file
 
 REPO = Path(__file__).parent.parent
 VENV_BIN = str(Path(sys.executable).parent)

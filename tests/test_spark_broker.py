@@ -21,14 +21,16 @@ from pathlib import Path
 import pytest
 
 from ppml_kernel.attestation import Policy
-from ppml_kernel.spark import protocol as P
-from ppml_kernel.spark.broker import KeyBroker, KeyRing, WrappedKeyFields
-from ppml_kernel.spark.keyclient import (
+from ppml_kernel.keys.broker import protocol as P
+from ppml_kernel.keys.broker.attested import KeyBroker
+from ppml_kernel.keys.broker.client import (
     BrokerUntrustedError,
     KeyClient,
     KeyRefusedError,
     executor_identity,
 )
+from ppml_kernel.keys.store import KeyStore
+from ppml_kernel.keys.wrap import WrappedKey
 from ppml_kernel.tee.base import Attester, AttesterUnavailable
 from ppml_kernel.tee.simulated import SimulatedAttester
 
@@ -69,7 +71,7 @@ def policy(driver) -> Policy:
 
 @pytest.fixture
 def broker(driver, policy):
-    with KeyBroker(policy, KeyRing({"kek-1": KEK, "kek-2": KEK[::-1]}), driver) as b:
+    with KeyBroker(policy, KeyStore({"kek-1": KEK, "kek-2": KEK[::-1]}), driver) as b:
         yield b
 
 
@@ -126,13 +128,13 @@ def test_unknown_key_is_refused_by_name(broker, driver, policy):
 def test_unwrap_keeps_the_kek_in_the_driver(driver, policy):
     seen = []
 
-    def unwrap(key_id: str, wrapped: WrappedKeyFields, context: bytes) -> bytes:
+    def unwrap(key_id: str, wrapped: WrappedKey, context: bytes) -> bytes:
         seen.append((key_id, wrapped, context))
         return bytes(a ^ b for a, b in zip(wrapped.ciphertext, KEK, strict=True))
 
-    with KeyBroker(policy, KeyRing({"kek-1": KEK}), driver, unwrapper=unwrap) as b:
+    with KeyBroker(policy, KeyStore({"kek-1": KEK}), driver, unwrapper=unwrap) as b:
         client = client_for(b, SimulatedAttester(pki_dir=driver.pki_dir), policy)
-        wrapped = WrappedKeyFields(b"\x01" * 8, b"\x02" * 12, bytes(32))
+        wrapped = WrappedKey(b"\x01" * 8, b"\x02" * 12, bytes(32))
         assert client.unwrap_key("kek-1", wrapped, b"header") == KEK
         assert client.unwrap_key("kek-1", wrapped, b"header") == KEK  # cached
         assert len(seen) == 1 and seen[0][2] == b"header"
@@ -142,16 +144,16 @@ def test_unwrap_keeps_the_kek_in_the_driver(driver, policy):
 def test_writers_wrap_through_the_driver(driver, policy):
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-    def wrap(key_id: str, data_key: bytes, context: bytes) -> WrappedKeyFields:
+    def wrap(key_id: str, data_key: bytes, context: bytes) -> WrappedKey:
         nonce = os.urandom(12)
-        return WrappedKeyFields(
+        return WrappedKey(
             b"kcv-" + key_id.encode()[:4], nonce, AESGCM(KEK).encrypt(nonce, data_key, context)
         )
 
-    def unwrap(key_id: str, wrapped: WrappedKeyFields, context: bytes) -> bytes:
+    def unwrap(key_id: str, wrapped: WrappedKey, context: bytes) -> bytes:
         return AESGCM(KEK).decrypt(wrapped.nonce, wrapped.ciphertext, context)
 
-    with KeyBroker(policy, KeyRing({"kek-1": KEK}), driver, wrapper=wrap, unwrapper=unwrap) as b:
+    with KeyBroker(policy, KeyStore({"kek-1": KEK}), driver, wrapper=wrap, unwrapper=unwrap) as b:
         writer = client_for(b, SimulatedAttester(pki_dir=driver.pki_dir), policy)
         data_key = os.urandom(32)
         wrapped = writer.wrap_key("kek-1", data_key, b"file header")
@@ -167,7 +169,7 @@ def test_writers_wrap_through_the_driver(driver, policy):
 
 def test_unwrap_without_dataset_layer_or_key_is_refused(broker, driver, policy):
     client = client_for(broker, SimulatedAttester(pki_dir=driver.pki_dir), policy)
-    wrapped = WrappedKeyFields(b"\x01" * 8, b"\x02" * 12, bytes(48))
+    wrapped = WrappedKey(b"\x01" * 8, b"\x02" * 12, bytes(48))
     with pytest.raises(KeyRefusedError):
         client.unwrap_key("nope", wrapped, b"ctx")
 
@@ -208,7 +210,7 @@ def test_untrusted_executors_get_no_key(broker, driver, policy, pki_dirs, make, 
 
 def test_simulation_refused_unless_policy_allows(driver):
     strict = Policy(mrenclave=(driver.mrenclave.hex(),))  # allow_simulated False
-    with KeyBroker(strict, KeyRing({"kek-1": KEK}), driver) as b:
+    with KeyBroker(strict, KeyStore({"kek-1": KEK}), driver) as b:
         client = client_for(
             b, SimulatedAttester(pki_dir=driver.pki_dir), Policy(allow_simulated=True)
         )
@@ -248,7 +250,7 @@ def test_nonce_is_single_use_and_bound_to_the_worker_key(broker, driver):
 
 def test_worker_refuses_a_broker_that_is_not_the_attested_driver(driver, policy, pki_dirs):
     impostor = SimulatedAttester(pki_dir=driver.pki_dir, mrenclave=OTHER_CODE)
-    with KeyBroker(policy.__class__(allow_simulated=True), KeyRing({"kek-1": KEK}), impostor) as b:
+    with KeyBroker(policy.__class__(allow_simulated=True), KeyStore({"kek-1": KEK}), impostor) as b:
         client = client_for(b, SimulatedAttester(pki_dir=driver.pki_dir), policy)
         with pytest.raises(BrokerUntrustedError, match="not an attested driver"):
             client.fetch_key("kek-1")
@@ -314,7 +316,7 @@ def test_malformed_requests_get_errors(broker, driver, policy, path, body, statu
 
 
 def test_oversized_and_truncated_requests(driver, policy):
-    with KeyBroker(policy, KeyRing({"kek-1": KEK}), driver, io_timeout=2) as broker:
+    with KeyBroker(policy, KeyStore({"kek-1": KEK}), driver, io_timeout=2) as broker:
         status, _ = post(broker, "/v1/attest", b"x" * (P.MAX_REQUEST_BYTES + 1))
         assert status == 413
         # A client that promises a body and never sends it is dropped after the timeout.
@@ -328,7 +330,7 @@ def test_oversized_and_truncated_requests(driver, policy):
 
 
 def test_connection_cap_answers_busy(driver, policy):
-    with KeyBroker(policy, KeyRing({"kek-1": KEK}), driver, max_connections=2, io_timeout=3) as b:
+    with KeyBroker(policy, KeyStore({"kek-1": KEK}), driver, max_connections=2, io_timeout=3) as b:
         idle = [socket.create_connection((b.host, b.port)) for _ in range(2)]
         time.sleep(0.3)
         status, _ = _raw_status(b)
@@ -373,22 +375,23 @@ def test_concurrent_workers(broker, driver, policy):
 
 def test_audit_log_and_reprs_hold_no_key(tmp_path, driver, policy, pki_dirs):
     audit_file = tmp_path / "audit.jsonl"
-    from ppml_kernel.spark.audit import AuditLog
+    from ppml_kernel.keys.broker.audit import AuditLog
+    from ppml_kernel.spark.display import BrokerStatus, audit_table
 
-    with KeyBroker(policy, KeyRing({"kek-1": KEK}), driver, audit=AuditLog(audit_file)) as b:
+    with KeyBroker(policy, KeyStore({"kek-1": KEK}), driver, audit=AuditLog(audit_file)) as b:
         good = client_for(b, SimulatedAttester(pki_dir=driver.pki_dir), policy)
         good.fetch_key("kek-1")
         with pytest.raises(KeyRefusedError):
             client_for(b, SimulatedAttester(pki_dir=pki_dirs[1]), policy).fetch_key("kek-1")
         texts = [
             audit_file.read_text(),
-            repr(b.audit.table()),
-            b.audit.table()._repr_html_(),
+            repr(audit_table(b)),
+            audit_table(b)._repr_html_(),
             repr(good),
             repr(b.keys),
             repr(b),
-            repr(b.status()),
-            b.status()._repr_html_(),
+            repr(BrokerStatus(b)),
+            BrokerStatus(b)._repr_html_(),
         ]
     assert stat.S_IMODE(audit_file.stat().st_mode) == 0o600
     lines = [json.loads(x) for x in audit_file.read_text().splitlines()]
@@ -416,7 +419,7 @@ def test_executor_identity_from_standalone_environment(monkeypatch, tmp_path):
 
 
 def test_forked_process_gets_its_own_client():
-    from ppml_kernel.spark import keyclient
+    from ppml_kernel.keys.broker import client as keyclient
 
     parent = keyclient.client()
     read, write = os.pipe()

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from ppml_kernel.data import sparkio
-from ppml_kernel.spark.broker import KeyRing
+from ppml_kernel.keys.store import KeyStore
 from ppml_kernel.spark.localcluster import LocalCluster
 from ppml_kernel.tee.simulated import SimulatedAttester
 
@@ -131,7 +131,7 @@ def decrypt_partition(paths):
 
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-    from ppml_kernel.spark.keyclient import fetch_key
+    from ppml_kernel.keys.broker.client import fetch_key
 
     aead = AESGCM(fetch_key(KEY_ID))
     for path in paths:
@@ -195,7 +195,7 @@ def good(cluster, pki, base):
     session = connect(
         cluster.master_url,
         attester=attester(pki),
-        keys=KeyRing({KEY_ID: KEK}),
+        keys=KeyStore({KEY_ID: KEK}),
         conf={"spark.eventLog.enabled": "true", "spark.eventLog.dir": events.as_uri()},
         audit_path=base / "audit.jsonl",
     )
@@ -290,7 +290,7 @@ def test_out_of_date_executors_get_no_key_and_the_job_names_them(cluster, pki, d
     session = connect(
         cluster.master_url,
         attester=attester(pki),
-        keys=KeyRing({KEY_ID: KEK}),
+        keys=KeyStore({KEY_ID: KEK}),
         conf={"spark.executorEnv.PPML_SIM_TCB_STATUS": "OutOfDate", "spark.task.maxFailures": "2"},
     )
     try:
@@ -319,7 +319,7 @@ def test_rogue_host_is_refused_named_and_excluded(cluster, pki, base, dataset):
     rogue_pki = base / "rogue-pki"
     rogue = cluster.add_worker({"PPML_SIM_PKI_DIR": str(rogue_pki)}, name="rogue-host")
     try:
-        session = connect(cluster.master_url, attester=attester(pki), keys=KeyRing({KEY_ID: KEK}))
+        session = connect(cluster.master_url, attester=attester(pki), keys=KeyStore({KEY_ID: KEK}))
         try:
             sweep = session.sweep
             assert sweep is not None and len(sweep.executors) == 3
@@ -357,8 +357,8 @@ def test_ppml_data_source_reads_and_writes_through_the_broker(cluster, pki, base
 
     from ppml_kernel.spark.connect import connect
 
-    kek = importlib.import_module("ppml_kernel.data.keys").generate_kek()
-    default_store = importlib.import_module("ppml_kernel.data.secrets").default_store
+    kek = importlib.import_module("ppml_kernel.keys.files").generate_kek()
+    default_store = importlib.import_module("ppml_kernel.keys.store").default_store
     default_store().put("cluster-sales", kek)
     session = connect(cluster.master_url, attester=attester(pki))
     try:
@@ -395,7 +395,7 @@ def test_local_mode_gets_the_same_protection(cluster, pki, dataset):
     """local[N]: Spark makes the RPC secret; Python workers still attest for keys."""
     from ppml_kernel.spark.connect import connect
 
-    session = connect("local[2]", attester=attester(pki), keys=KeyRing({KEY_ID: KEK}))
+    session = connect("local[2]", attester=attester(pki), keys=KeyStore({KEY_ID: KEK}))
     try:
         assert session.sweep is not None and len(session.sweep.accepted) == 1
         assert session.security.level("RPC authentication") == "good"

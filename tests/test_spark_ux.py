@@ -10,8 +10,8 @@ import io
 import pytest
 
 from ppml_kernel.data import format as F
-from ppml_kernel.data.keys import KeyFileProvider, write_key_file
 from ppml_kernel.errors import PPMLError, one_line
+from ppml_kernel.keys.files import KeyFileProvider, write_key_file
 
 NOISE = ("Using incubator modules", "log4j", "NativeCodeLoader", "hostname", "WARN ",
          "Traceback", "SparkContext: ", "Py4JJavaError")

@@ -27,7 +27,7 @@ ENCRYPTED = ("csv-ppml", "csv-ds", "pq-ppml", "pq-ds")
 
 @pytest.fixture(scope="module")
 def tpch_data(tmp_path_factory, spark):  # noqa: F811
-    from ppml_kernel.data.keys import import_key_file
+    from ppml_kernel.keys.store import import_key_file
 
     work = tmp_path_factory.mktemp("tpch")
     key_file = tpch.key_file(work)

@@ -113,8 +113,8 @@ def prepare(work: Path, sf: float, key_file: Path, parts: int | None = None,
     import pyarrow.parquet as pq
 
     from ppml_kernel.cli import main as cli
-    from ppml_kernel.data.keys import KeyFileProvider
     from ppml_kernel.data.parquet import write_parquet
+    from ppml_kernel.keys.files import KeyFileProvider
 
     parts = parts or parts_for(sf)
     roots = {k: work / k for k in ("plain_csv", "enc_csv", "plain_pq", "enc_pq", "gen_pq")}
@@ -186,7 +186,7 @@ def run_query(spark: Any, tables: dict[str, Any], sql: str) -> list[tuple]:
 
 def key_file(work: Path) -> Path:
     """A fresh key file for the data owner (mode 0600), made once per directory."""
-    from ppml_kernel.data.keys import write_key_file
+    from ppml_kernel.keys.files import write_key_file
 
     path = work / "tpch.key"
     if not path.exists():

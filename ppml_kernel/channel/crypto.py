@@ -13,16 +13,15 @@ import hashlib
 import struct
 from dataclasses import dataclass, field
 
-from cryptography.exceptions import InvalidSignature, InvalidTag
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
     encode_dss_signature,
 )
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from ppml_kernel import crypto as _c
 from ppml_kernel.channel.protocol import NONCE_SIZE as NONCE_SIZE
 from ppml_kernel.channel.protocol import PROTOCOL as PROTOCOL
 from ppml_kernel.channel.protocol import PUBLIC_KEY_SIZE as PUBLIC_KEY_SIZE
@@ -68,9 +67,9 @@ class ChannelCryptoError(ValueError):
     """A frame or key failed a cryptographic check. Never carries secret material."""
 
 
-def lp(data: bytes) -> bytes:
-    """Length-prefix ``data`` (u32 big-endian) so concatenations cannot be re-split."""
-    return struct.pack(">I", len(data)) + data
+lp = _c.lp
+public_bytes = _c.public_bytes
+generate_key = _c.generate_key
 
 
 def check_public_key(raw: bytes, what: str) -> ec.EllipticCurvePublicKey:
@@ -81,7 +80,7 @@ def check_public_key(raw: bytes, what: str) -> ec.EllipticCurvePublicKey:
             f"got {len(raw)} bytes"
         )
     try:
-        return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), raw)
+        return _c.load_public_key(raw)
     except ValueError as exc:
         raise ChannelCryptoError(f"{what} is not a point on P-256") from exc
 
@@ -139,26 +138,12 @@ def transcript_hash(
     return h.digest()
 
 
-def public_bytes(key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) -> bytes:
-    """SEC1 uncompressed encoding (what WebCrypto's ``exportKey('raw')`` returns)."""
-    pub = key.public_key() if isinstance(key, ec.EllipticCurvePrivateKey) else key
-    return pub.public_bytes(
-        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
-    )
-
-
-def generate_key() -> ec.EllipticCurvePrivateKey:
-    """A fresh ephemeral P-256 key (one per handshake)."""
-    return ec.generate_private_key(ec.SECP256R1())
-
-
 def ecdh(private_key: ec.EllipticCurvePrivateKey, peer_pub: bytes) -> bytes:
     """The 32-byte x-coordinate shared secret (WebCrypto ``deriveBits(..., 256)``)."""
-    return private_key.exchange(ec.ECDH(), check_public_key(peer_pub, "peer public key"))
+    return _c.ecdh(private_key, check_public_key(peer_pub, "peer public key"))
 
 
-def _hkdf(shared: bytes, salt: bytes, info: bytes, length: int) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(shared)
+_hkdf = _c.hkdf_sha256
 
 
 @dataclass(frozen=True)
@@ -201,7 +186,7 @@ def derive_session_keys(shared: bytes, th: bytes) -> SessionKeys:
 # ------------------------------------------------------------------ owner keys (ECDSA)
 def generate_owner_key() -> ec.EllipticCurvePrivateKey:
     """A long-term owner key (the browser keeps its own non-extractable in IndexedDB)."""
-    return ec.generate_private_key(ec.SECP256R1())
+    return _c.generate_key()
 
 
 def owner_fingerprint(owner_pub: bytes) -> str:
@@ -277,7 +262,7 @@ def seal(
 ) -> bytes:
     """AES-256-GCM ciphertext || tag for frame ``seq`` in ``direction``."""
     _check_seq(seq)
-    return AESGCM(keys.key).encrypt(
+    return _c.aead(keys.key).encrypt(
         frame_nonce(keys.iv, seq), plaintext, frame_aad(session_id, direction, seq)
     )
 
@@ -290,10 +275,10 @@ def open_frame(
     if len(ciphertext) < TAG_SIZE:
         raise ChannelCryptoError("sealed frame is shorter than its authentication tag")
     try:
-        return AESGCM(keys.key).decrypt(
+        return _c.aead(keys.key).decrypt(
             frame_nonce(keys.iv, seq), ciphertext, frame_aad(session_id, direction, seq)
         )
-    except InvalidTag:
+    except _c.InvalidTag:
         raise ChannelCryptoError(
             f"frame {seq} failed authentication (tampered, replayed from another session, "
             "or sealed with other keys)"

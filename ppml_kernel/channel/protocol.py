@@ -12,12 +12,11 @@ Only the standard library is imported here (the sizes and names live here, not i
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 from typing import Any
 
+from ppml_kernel import b64 as _b64
 from ppml_kernel.channel.errors import AttestedChannelError
 
 PROTOCOL = "ppml-attest/2"
@@ -69,26 +68,17 @@ class ProtocolError(AttestedChannelError, ValueError):
         self.code = code
 
 
-def b64encode(data: bytes) -> str:
-    """Standard base64 with padding (``btoa`` compatible)."""
-    return base64.b64encode(data).decode("ascii")
+b64encode = _b64.b64encode
 
 
 def b64decode(
     value: object, field: str, size: int | None = None, limit: int = MAX_FRAME_B64
 ) -> bytes:
     """Decode a base64 field strictly, naming ``field`` on failure."""
-    if not isinstance(value, str):
-        raise ProtocolError("malformed", f"field {field!r} must be a base64 string")
-    if len(value) > limit:
-        raise ProtocolError("malformed", f"field {field!r} is too large ({len(value)} characters)")
     try:
-        raw = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise ProtocolError("malformed", f"field {field!r} is not valid base64") from None
-    if size is not None and len(raw) != size:
-        raise ProtocolError("malformed", f"field {field!r} must be {size} bytes, got {len(raw)}")
-    return raw
+        return _b64.decode_field(value, field, size=size, limit=limit)
+    except _b64.Base64Error as exc:
+        raise ProtocolError("malformed", str(exc)) from None
 
 
 def require_type(msg: object, expected: str | frozenset[str] | None = None) -> str:

@@ -33,8 +33,9 @@ from ppml_kernel.data.format import (
     encrypt_stream,
     rewrap_file,
 )
-from ppml_kernel.data.keys import KeyFileProvider, generate_kek, key_check_value, write_key_file
 from ppml_kernel.data.sniff import PME_MAGIC
+from ppml_kernel.keys.files import KeyFileProvider, generate_kek, write_key_file
+from ppml_kernel.keys.wrap import key_check_value
 
 # --------------------------------------------------------------------------- helpers
 

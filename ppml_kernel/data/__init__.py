@@ -1,7 +1,7 @@
 """Encrypted datasets: the ``ppml-aead/1`` format, keys, and Spark/pandas access.
 
 * :mod:`~ppml_kernel.data.format` - the file format (docs/format.md)
-* :mod:`~ppml_kernel.data.keys` - key providers (key files, the kernel's secret store)
+* key providers, key files and the key store live in :mod:`ppml_kernel.keys`
 * :mod:`~ppml_kernel.data.sparkio` - ``read``/``write`` with Spark (pyspark imported lazily)
 * :mod:`~ppml_kernel.data.pandas_io` - small data straight into pandas
 * :mod:`~ppml_kernel.data.spark_source` - the ``ppml`` Spark data source
@@ -26,15 +26,9 @@ from ppml_kernel.data.format import (
     read_header,
     rewrap_file,
 )
-from ppml_kernel.data.keys import (
-    KeyFileProvider,
-    KeyProvider,
-    SecretStoreProvider,
-    default_provider,
-    generate_kek,
-    import_key_file,
-    write_key_file,
-)
+from ppml_kernel.keys.files import KeyFileProvider, generate_kek, write_key_file
+from ppml_kernel.keys.provider import KeyProvider
+from ppml_kernel.keys.store import KeyStoreProvider, default_provider, import_key_file
 
 _LAZY = {
     "read_pandas": "ppml_kernel.data.pandas_io",
@@ -51,8 +45,8 @@ __all__ = [
     "EncryptedFile",
     "KeyFileProvider",
     "KeyProvider",
+    "KeyStoreProvider",
     "NotEncryptedError",
-    "SecretStoreProvider",
     "TamperedChunkError",
     "UnknownKeyError",
     "WrongKeyError",

@@ -7,11 +7,33 @@ up in notebooks, Spark logs and tracebacks, which leave the enclave.
 
 from __future__ import annotations
 
-from ppml_kernel.errors import PPMLError
+# Key errors, and the base they share with dataset errors, live in ppml_kernel.keys.errors.
+from ppml_kernel.keys.errors import (
+    BadDataKeyError,
+    DatasetError,
+    DatasetKeyError,
+    KeyFileError,
+    UnknownKeyError,
+    UnwrapError,
+    WrongKeyError,
+)
 
-
-class DatasetError(PPMLError):
-    """Base class: something is wrong with an encrypted dataset or its keys."""
+__all__ = [
+    "BadDataKeyError",
+    "CorruptFileError",
+    "DatasetError",
+    "DatasetKeyError",
+    "ExtendedFileError",
+    "HeaderTamperedError",
+    "KeyFileError",
+    "NotEncryptedError",
+    "TamperedChunkError",
+    "TruncatedFileError",
+    "UnknownKeyError",
+    "UnsupportedVersionError",
+    "UnwrapError",
+    "WrongKeyError",
+]
 
 
 class NotEncryptedError(DatasetError):
@@ -45,43 +67,3 @@ class ExtendedFileError(CorruptFileError):
 
 class HeaderTamperedError(CorruptFileError):
     """The right key, but the header's data-key slot or fixed fields were changed."""
-
-
-class DatasetKeyError(DatasetError):
-    """Base class for key problems."""
-
-
-class UnknownKeyError(DatasetKeyError):
-    """No key with this key id is available to the provider."""
-
-    def __init__(self, message: str, *, key_id: str) -> None:
-        super().__init__(message)
-        self.key_id = key_id
-
-
-class WrongKeyError(DatasetKeyError):
-    """A key with this key id exists but it is not the key the file was encrypted with."""
-
-    def __init__(self, message: str, *, key_id: str) -> None:
-        super().__init__(message)
-        self.key_id = key_id
-
-
-class UnwrapError(DatasetKeyError):
-    """The key check matched but the wrapped data key did not authenticate (header edited)."""
-
-    def __init__(self, message: str, *, key_id: str) -> None:
-        super().__init__(message)
-        self.key_id = key_id
-
-
-class BadDataKeyError(DatasetKeyError):
-    """The key provider answered with something that cannot be this file's data key."""
-
-    def __init__(self, message: str, *, key_id: str) -> None:
-        super().__init__(message)
-        self.key_id = key_id
-
-
-class KeyFileError(DatasetKeyError):
-    """A key file is missing, unreadable, malformed or too widely readable."""

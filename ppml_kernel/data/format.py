@@ -24,7 +24,7 @@ import os
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import BinaryIO
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -44,6 +44,8 @@ from ppml_kernel.data.errors import (
 )
 from ppml_kernel.data.sniff import describe_foreign
 from ppml_kernel.keys.ids import KEY_ID_MAX, check_key_id  # the one key-id rule
+from ppml_kernel.keys.provider import KeyProvider, WrappedKey
+from ppml_kernel.keys.wrap import KEY_CHECK_SIZE
 
 FORMAT_NAME = "ppml-aead/1"
 MAGIC = b"\x89ppml-aead/1\r\n\x1a\n"
@@ -52,7 +54,6 @@ FIXED_SIZE = 64
 TAG_SIZE = 16
 NONCE_SIZE = 12
 DATA_KEY_SIZE = 32
-KEY_CHECK_SIZE = 8
 WRAPPED_SIZE = DATA_KEY_SIZE + TAG_SIZE
 CIPHER_AES_256_GCM = 1
 WRAP_AES_256_GCM_HKDF = 1
@@ -66,23 +67,6 @@ _SLOT = struct.Struct(">B95s8s12s48s28s")  # key id len, key id, kcv, wrap nonce
 _WRAP_CONTEXT = b"ppml-aead/1 data key\x00"
 
 assert _FIXED.size == FIXED_SIZE and FIXED_SIZE + _SLOT.size == HEADER_SIZE
-
-
-@dataclass(frozen=True)
-class WrappedKey:
-    """A data key sealed under a KEK: key check value, wrap nonce and ciphertext+tag."""
-
-    key_check: bytes
-    nonce: bytes
-    ciphertext: bytes
-
-
-class KeyWrapper(Protocol):
-    """What the format needs from a key provider (see :mod:`ppml_kernel.data.keys`)."""
-
-    def wrap(self, key_id: str, data_key: bytes, context: bytes) -> WrappedKey: ...
-
-    def unwrap(self, key_id: str, wrapped: WrappedKey, context: bytes) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -167,7 +151,7 @@ class Header:
 
 
 def new_header(
-    wrapper: KeyWrapper, key_id: str, chunk_size: int = DEFAULT_CHUNK_SIZE
+    wrapper: KeyProvider, key_id: str, chunk_size: int = DEFAULT_CHUNK_SIZE
 ) -> tuple[Header, bytes]:
     """A fresh header (random data key and file nonce) and its data key."""
     check_key_id(key_id)
@@ -182,7 +166,7 @@ def new_header(
     return Header(chunk_size, header.file_nonce, key_id, wrapped), data_key
 
 
-def _checked_wrap(wrapper: KeyWrapper, key_id: str, data_key: bytes, ctx: bytes) -> WrappedKey:
+def _checked_wrap(wrapper: KeyProvider, key_id: str, data_key: bytes, ctx: bytes) -> WrappedKey:
     wrapped = wrapper.wrap(key_id, data_key, ctx)
     if (
         len(wrapped.key_check) != KEY_CHECK_SIZE
@@ -193,7 +177,7 @@ def _checked_wrap(wrapper: KeyWrapper, key_id: str, data_key: bytes, ctx: bytes)
     return wrapped
 
 
-def unwrap_data_key(header: Header, wrapper: KeyWrapper, source: str) -> bytes:
+def unwrap_data_key(header: Header, wrapper: KeyProvider, source: str) -> bytes:
     """Recover the data key of ``source``; errors name the file and the key id."""
     kid = header.key_id
     try:
@@ -351,7 +335,7 @@ class EncryptedFile:
     Spark task can read any chunk range of a large file in constant memory.
     """
 
-    def __init__(self, path: str | os.PathLike[str], wrapper: KeyWrapper) -> None:
+    def __init__(self, path: str | os.PathLike[str], wrapper: KeyProvider) -> None:
         self.path = os.fspath(path)
         self.source = self.path
         self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
@@ -509,7 +493,7 @@ def read_header(path: str | os.PathLike[str]) -> Header:
     return Header.parse(head, source, size)
 
 
-def iter_plaintext(src: BinaryIO, wrapper: KeyWrapper, source: str) -> Iterator[memoryview]:
+def iter_plaintext(src: BinaryIO, wrapper: KeyProvider, source: str) -> Iterator[memoryview]:
     """Decrypt a (possibly non-seekable) stream chunk by chunk, with one chunk of lookahead.
 
     Yielded views are reused: consume or copy each one before asking for the next.
@@ -573,7 +557,7 @@ class EncryptingWriter(io.RawIOBase):
     def __init__(
         self,
         raw: BinaryIO,
-        wrapper: KeyWrapper,
+        wrapper: KeyProvider,
         key_id: str,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         *,
@@ -644,7 +628,7 @@ class EncryptingWriter(io.RawIOBase):
 def encrypt_stream(
     src: BinaryIO | Iterable[bytes],
     dst: BinaryIO,
-    wrapper: KeyWrapper,
+    wrapper: KeyProvider,
     key_id: str,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     *,
@@ -675,7 +659,7 @@ def encrypt_stream(
 def decrypt_stream(
     src: BinaryIO,
     dst: BinaryIO,
-    wrapper: KeyWrapper,
+    wrapper: KeyProvider,
     *,
     source: str = "<stream>",
     progress: Callable[[int], None] | None = None,
@@ -694,7 +678,7 @@ def decrypt_stream(
     return total
 
 
-def rewrap_header(header: Header, old: KeyWrapper, new: KeyWrapper, new_key_id: str,
+def rewrap_header(header: Header, old: KeyProvider, new: KeyProvider, new_key_id: str,
                   source: str) -> Header:
     """The same header with its data key re-sealed under ``new_key_id`` (chunks unchanged)."""
     check_key_id(new_key_id)
@@ -704,7 +688,7 @@ def rewrap_header(header: Header, old: KeyWrapper, new: KeyWrapper, new_key_id: 
                   header.wrap_alg)
 
 
-def rewrap_file(path: str | os.PathLike[str], old: KeyWrapper, new: KeyWrapper,
+def rewrap_file(path: str | os.PathLike[str], old: KeyProvider, new: KeyProvider,
                 new_key_id: str) -> Header:
     """Rewrite only the key slot of ``path`` in place (the first 256 bytes).
 

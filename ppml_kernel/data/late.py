@@ -69,7 +69,7 @@ class SplitCursor:
         self._gen = self._batches()
 
     def _batches(self) -> Iterator[pa.RecordBatch]:
-        from ppml_kernel.data.keysource import provider_for
+        from ppml_kernel.keys.registry import provider_for
 
         provider = provider_for(self.plan.key_options)
         yield from read_partition(self.plan.partitions[self.index], self.plan.spec, provider,

@@ -43,8 +43,9 @@ from typing import Any
 
 from ppml_kernel.data.errors import DatasetError
 from ppml_kernel.data.format import MAGIC, EncryptedFile, check_key_id, encrypt_stream
-from ppml_kernel.data.keys import KeyProvider, default_provider
 from ppml_kernel.data.sniff import PME_MAGIC
+from ppml_kernel.keys.provider import KeyProvider
+from ppml_kernel.keys.store import default_provider
 
 MANIFEST = "_ppml_model.ppml"
 SKOPS_FILE = "model.skops.ppml"
@@ -115,7 +116,7 @@ def _pme_writes(spark: Any, key: str) -> Iterator[None]:
     MLlib's writers take no Parquet options, but Spark copies session settings into the
     Hadoop configuration of every write, where the PME crypto factory reads them.
     """
-    from ppml_kernel.data.pme_spark import write_options
+    from ppml_kernel.keys.pme.names import write_options
 
     with _conf_lock:
         opts = write_options(key)
@@ -200,7 +201,7 @@ def _save_spark(model: Any, out: Path, provider: KeyProvider, key: str, fmt: str
                 ) -> tuple[dict[str, str], str]:
     from pyspark.sql import SparkSession
 
-    from ppml_kernel.data.pme_spark import native_pme_enabled
+    from ppml_kernel.keys.pme.names import native_pme_enabled
 
     spark = SparkSession.getActiveSession()
     if spark is None:
@@ -319,7 +320,7 @@ def _load_spark(root: Path, manifest: dict[str, Any], cls: Any, provider: KeyPro
     from pyspark.sql import SparkSession
 
     from ppml_kernel.data.parquet import EncryptedParquet
-    from ppml_kernel.data.pme_spark import native_pme_enabled
+    from ppml_kernel.keys.pme.names import native_pme_enabled
 
     spark = SparkSession.getActiveSession()
     if spark is None:

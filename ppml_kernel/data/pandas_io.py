@@ -16,8 +16,9 @@ import pyarrow as pa
 from ppml_kernel.data.errors import DatasetError
 from ppml_kernel.data.files import Segment, list_files
 from ppml_kernel.data.format import EncryptedFile
-from ppml_kernel.data.keys import KeyProvider, default_provider
 from ppml_kernel.data.tabular import TableSpec, infer_schema, read_segment, resolve_format
+from ppml_kernel.keys.provider import KeyProvider
+from ppml_kernel.keys.store import default_provider
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -3,7 +3,7 @@
 PME (the Parquet standard; pyarrow's ``pyarrow.parquet.encryption``) encrypts each
 column chunk and the footer with AES-GCM under data keys, which are wrapped by key-
 encryption keys, which a KMS client wraps with a *master key* named by id. Here the
-"KMS" is our :class:`~ppml_kernel.data.keys.KeyProvider` and the master key id is the
+"KMS" is our :class:`~ppml_kernel.keys.provider.KeyProvider` and the master key id is the
 dataset key id, so the same KEKs, the same secret store and the same Spark key broker
 serve both formats. Files use the encrypted-footer mode (magic ``PARE``) with uniform
 encryption: nothing, not even the schema, is readable without the key.
@@ -14,8 +14,6 @@ reads. Parquet files wrapped whole in ``ppml-aead/1`` are read too (seekably).
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
@@ -33,31 +31,12 @@ from ppml_kernel.data.errors import (
     UnwrapError,
     WrongKeyError,
 )
-from ppml_kernel.data.format import MAGIC, EncryptedFile, WrappedKey
-from ppml_kernel.data.keys import KeyProvider
-from ppml_kernel.data.pme_spark import KMS_INSTANCE
+from ppml_kernel.data.format import MAGIC, EncryptedFile
 from ppml_kernel.data.sniff import PME_MAGIC, describe_foreign
 from ppml_kernel.keys.ids import check_key_id
-
-_CONTEXT = b"ppml parquet modular encryption\x00"
-
-
-class ProviderKmsClient(pe.KmsClient):
-    """A PME KMS client whose master keys are the provider's KEKs (by key id)."""
-
-    def __init__(self, provider: KeyProvider) -> None:
-        super().__init__()
-        self._provider = provider
-
-    def wrap_key(self, key_bytes: bytes, master_key_identifier: str) -> str:
-        w = self._provider.wrap(master_key_identifier, bytes(key_bytes), _CONTEXT)
-        doc = {"v": 1, "kcv": w.key_check.hex(), "n": w.nonce.hex(), "c": w.ciphertext.hex()}
-        return base64.b64encode(json.dumps(doc).encode()).decode("ascii")
-
-    def unwrap_key(self, wrapped_key: str, master_key_identifier: str) -> bytes:
-        doc = json.loads(base64.b64decode(wrapped_key))
-        w = WrappedKey(bytes.fromhex(doc["kcv"]), bytes.fromhex(doc["n"]), bytes.fromhex(doc["c"]))
-        return self._provider.unwrap(master_key_identifier, w, _CONTEXT)
+from ppml_kernel.keys.pme.kms import ProviderKmsClient
+from ppml_kernel.keys.pme.names import KMS_INSTANCE
+from ppml_kernel.keys.provider import KeyProvider
 
 
 def _factory(provider: KeyProvider) -> pe.CryptoFactory:

@@ -16,7 +16,7 @@ in ppml-aead). Line formats are split on chunk boundaries into partitions of abo
 ``splitBytes`` (default 32 MiB here; the loader uses two splits per core).
 
 Keys never travel in options: ``read()`` and ``write()`` run on executors and ask the
-key source named by the ``keysource`` option (:mod:`ppml_kernel.data.keysource`).
+key source named by the ``keysource`` option (:mod:`ppml_kernel.keys.registry`).
 
 Spark's Python data sources cannot see which columns a query needs, so this reader
 parses every column. :func:`ppml_kernel.data.sparkio.read` builds a DataFrame on top of
@@ -56,7 +56,6 @@ from ppml_kernel.data.files import (
     plan_splits,
 )
 from ppml_kernel.data.format import DEFAULT_CHUNK_SIZE, FILE_SUFFIX, EncryptedFile
-from ppml_kernel.data.keysource import provider_for
 from ppml_kernel.data.late import REF_MASK, REF_SHIFT
 from ppml_kernel.data.tabular import (
     FORMATS,
@@ -66,6 +65,7 @@ from ppml_kernel.data.tabular import (
     read_partition,
     resolve_format,
 )
+from ppml_kernel.keys.registry import provider_for
 
 NAME = "ppml"
 REF_COLUMN = "__ppml_ref"

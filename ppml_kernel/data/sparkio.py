@@ -28,8 +28,8 @@ _registered: set[int] = set()
 
 def register(spark: SparkSession) -> None:
     """Register the ``ppml`` data source with ``spark`` and start the local key broker."""
-    from ppml_kernel.data.broker import start_local_broker
     from ppml_kernel.data.spark_source import PPMLDataSource
+    from ppml_kernel.keys.broker.local import start_local_broker
 
     start_local_broker()
     if id(spark) not in _registered:
@@ -147,7 +147,7 @@ def read(spark: SparkSession, path: str | os.PathLike[str] | Iterable[str],
 
 def _native_pme(spark: SparkSession, files: list[str], opts: Mapping[str, str]) -> bool:
     """Spark's own reader can take these files: PME Parquet and the broker KMS client."""
-    from ppml_kernel.data.pme_spark import native_pme_enabled
+    from ppml_kernel.keys.pme.names import native_pme_enabled
 
     if opts.get("native", "true") == "false" or opts.get("keysource", "local") != "local":
         return False
@@ -163,8 +163,8 @@ def _native_pme(spark: SparkSession, files: list[str], opts: Mapping[str, str]) 
 def _read_native_parquet(spark: SparkSession, files: list[str], schema: StructType | str | None,
                          opts: Mapping[str, str]) -> DataFrame:
     """``spark.read.parquet`` on PME files, after opening one footer here for clear errors."""
-    from ppml_kernel.data.keysource import provider_for
     from ppml_kernel.data.parquet import EncryptedParquet
+    from ppml_kernel.keys.registry import provider_for
 
     with EncryptedParquet(files[0], provider_for(opts)):
         pass  # wrong or missing keys fail here, naming the file and the key id
@@ -187,7 +187,7 @@ def write(df: DataFrame, path: str | os.PathLike[str], key: str, format: str = "
     if mode == "ignore" and list_data_files(target):
         return
     spark_mode = "overwrite" if mode == "overwrite" else "append"
-    from ppml_kernel.data.pme_spark import native_pme_enabled, write_options
+    from ppml_kernel.keys.pme.names import native_pme_enabled, write_options
 
     if format == "parquet" and native_pme_enabled(df.sparkSession) and \
             options.get("native", True) not in (False, "false"):

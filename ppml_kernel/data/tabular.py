@@ -30,8 +30,8 @@ import pyarrow.json as pjson
 from ppml_kernel.data.errors import DatasetError
 from ppml_kernel.data.files import Segment, guess_format
 from ppml_kernel.data.format import EncryptedFile
-from ppml_kernel.data.keys import KeyProvider
 from ppml_kernel.data.records import RangeStream, count_lines, owned_span
+from ppml_kernel.keys.provider import KeyProvider
 
 LINE_FORMATS = ("csv", "json", "text")
 FORMATS = (*LINE_FORMATS, "parquet")

@@ -17,8 +17,8 @@ import pyarrow.csv as pcsv
 
 from ppml_kernel.data.errors import DatasetError
 from ppml_kernel.data.format import DEFAULT_CHUNK_SIZE, EncryptingWriter
-from ppml_kernel.data.keys import KeyProvider
 from ppml_kernel.data.tabular import option_true
+from ppml_kernel.keys.provider import KeyProvider
 
 
 def write_batches(batches: Iterable[pa.RecordBatch], path: str, fmt: str, schema: pa.Schema,

@@ -389,9 +389,9 @@ def install(kernel: Any, manager: ChannelManager, *, real_tee: bool) -> SealingG
 
         if STORE.names():
             return True
-        # Dataset keys: only if the data layer was ever loaded (an idle kernel stays light).
-        data_secrets = sys.modules.get("ppml_kernel.data.secrets")
-        return bool(data_secrets is not None and data_secrets.default_store().names())
+        # Dataset keys: only if the key store was ever loaded (an idle kernel stays light).
+        key_store = sys.modules.get("ppml_kernel.keys.store")
+        return bool(key_store is not None and key_store.default_store().names())
 
     required = real_tee or os.environ.get(SEALED_ENV, "auto").strip().lower() == "required"
     gate = SealingGate(kernel, manager, required=required, holds_secrets=holds_secrets)

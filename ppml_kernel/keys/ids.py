@@ -11,6 +11,8 @@ Errors never echo an unbounded value: a rejected id is shown cut to a few charac
 
 from __future__ import annotations
 
+from ppml_kernel.keys.errors import DatasetKeyError
+
 KEY_ID_MAX = 95
 """At most this many characters (the size of the key-id field in a file header)."""
 
@@ -21,7 +23,7 @@ _FIRST_CHARS = KEY_ID_CHARS - frozenset("._:@/+-")
 _SHOWN = 40
 
 
-class KeyIdError(ValueError):
+class KeyIdError(DatasetKeyError, ValueError):
     """A value is not a valid key id (the message says why, and shows at most a prefix)."""
 
 

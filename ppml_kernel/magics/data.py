@@ -130,7 +130,7 @@ def _missing_key_check(path: str, required: str | None) -> None:
     """Name the key id a dataset needs and how to provide it, before Spark starts."""
     from ppml_kernel.data import sparkio
     from ppml_kernel.data.files import list_files
-    from ppml_kernel.data.keys import default_provider
+    from ppml_kernel.keys.store import default_provider
 
     ids = sparkio.key_ids_of(list_files(path))
     if required is not None:
@@ -188,7 +188,7 @@ def _configure_save(p: argparse.ArgumentParser) -> None:
 def _default_key(requested: str | None) -> str:
     if requested:
         return requested
-    from ppml_kernel.data.keys import default_provider
+    from ppml_kernel.keys.store import default_provider
 
     ids = default_provider().key_ids()
     if len(ids) == 1:
@@ -217,7 +217,7 @@ def _run_save(ctx: MagicContext, args: argparse.Namespace) -> object:
             raise MagicError(f"{args.df!r} is not a Spark or pandas DataFrame")
         df = spark.createDataFrame(df)
     key = _default_key(args.key)
-    from ppml_kernel.data.keys import default_provider
+    from ppml_kernel.keys.store import default_provider
 
     if key not in default_provider().key_ids():
         raise MagicError(f"no key with id {key!r} is loaded: send it with %ppml secret {key} "
@@ -375,8 +375,8 @@ def _configure_keys(p: argparse.ArgumentParser) -> None:
 
 def _run_keys(ctx: MagicContext, args: argparse.Namespace) -> object:
     from ppml_kernel.data.errors import DatasetError
-    from ppml_kernel.data.keys import default_provider, import_key_file, key_check_value
-    from ppml_kernel.data.secrets import default_store
+    from ppml_kernel.keys.store import default_provider, default_store, import_key_file
+    from ppml_kernel.keys.wrap import key_check_value
 
     if args.action == "import":
         if not args.keyfile:

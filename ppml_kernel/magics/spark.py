@@ -208,7 +208,9 @@ def _audit(ctx: MagicContext, args: argparse.Namespace):
     session = current()
     if session is None:
         return Note("Not connected: no key broker, no audit log.")
-    return session.broker.audit.table(args.last)
+    from ppml_kernel.spark.display import audit_table
+
+    return audit_table(session.broker, args.last)
 
 
 def _connect_args(parser: argparse.ArgumentParser) -> None:

@@ -1,4 +1,7 @@
-"""Spark on attested executors: hardened sessions, key broker, local clusters.
+"""Spark on attested executors: hardened sessions, connect, local clusters and display.
+
+The key broker lives in :mod:`ppml_kernel.keys.broker`; ``KeyBroker``, ``fetch_key`` and
+``unwrap_key`` are re-exported here for notebooks.
 
 Nothing here imports pyspark until a session is actually made.
 """
@@ -14,11 +17,10 @@ _LAZY = {
     "status": "ppml_kernel.spark.connect",
     "ClusterSession": "ppml_kernel.spark.connect",
     "ConnectError": "ppml_kernel.spark.connect",
-    "KeyBroker": "ppml_kernel.spark.broker",
-    "KeyRing": "ppml_kernel.spark.broker",
+    "KeyBroker": "ppml_kernel.keys.broker.attested",
     "LocalCluster": "ppml_kernel.spark.localcluster",
-    "fetch_key": "ppml_kernel.spark.keyclient",
-    "unwrap_key": "ppml_kernel.spark.keyclient",
+    "fetch_key": "ppml_kernel.keys.broker.client",
+    "unwrap_key": "ppml_kernel.keys.broker.client",
 }
 
 __all__ = sorted(_LAZY)

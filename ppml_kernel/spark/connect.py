@@ -21,17 +21,18 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ppml_kernel.spark import protocol as P
+from ppml_kernel.keys.broker import protocol as P
 from ppml_kernel.spark.errors import SparkSessionError
 from ppml_kernel.spark.security import AUTH_SECRET, SecurityReport, driver_settings
 
 if TYPE_CHECKING:
     from ppml_kernel.attestation import Policy
-    from ppml_kernel.spark.broker import Attestation, KeyBroker, KeySource
+    from ppml_kernel.keys.broker.attested import KeyBroker
+    from ppml_kernel.keys.broker.core import KeySource
+    from ppml_kernel.keys.broker.sessions import Attestation
     from ppml_kernel.tee.base import Attester
 
 ENV_SECRET_FILE = "PPML_SPARK_AUTH_SECRET_FILE"
@@ -163,7 +164,7 @@ class SweepReport:
         return [r for r in self.rows if r.ok]
 
     def __repr__(self) -> str:
-        from ppml_kernel.spark.broker import attestation_line
+        from ppml_kernel.spark.display import attestation_line
 
         lines = [f"Attestation sweep: {len(self.accepted)} accepted, {len(self.refused)} refused "
                  f"of {len(self.executors)} executor(s) in {self.seconds:.1f} s"]
@@ -176,22 +177,9 @@ class SweepReport:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        from ppml_kernel.spark.broker import attestation_table
+        from ppml_kernel.spark.display import sweep_html
 
-        title = (f"Attestation sweep: {len(self.accepted)} accepted, {len(self.refused)} refused "
-                 f"of {len(self.executors)} executor(s) in {self.seconds:.1f} s")
-        extra = "".join(
-            f"<div style='color:#a15c00'>executor {escape(m)}: not probed; it attests on its "
-            "first key request</div>" for m in self.missing
-        )
-        if self.excluded:
-            extra += (
-                "<div style='color:#b71c1c'>excluded from this application (killed): executor "
-                + escape(", ".join(self.excluded)) + "</div>"
-            )
-        if self.note:
-            extra += f"<div>{escape(self.note)}</div>"
-        return attestation_table(self.rows, title) + extra
+        return sweep_html(self)
 
 
 @dataclass
@@ -261,21 +249,9 @@ class ClusterSession:
         return "\n".join(x for x in lines if x)
 
     def _repr_html_(self) -> str:
-        banner = ""
-        if self.simulated:
-            banner = (
-                "<div style='background:#b71c1c;color:#fff;font-weight:bold;padding:4px;"
-                "text-align:center'>SIMULATED ENCLAVES - NOT CONFIDENTIAL</div>"
-            )
-        head = "".join(
-            f"<tr><th style='text-align:left;padding:2px 8px'>{escape(k)}</th>"
-            f"<td>{escape(v)}</td></tr>" for k, v in self._header()
-        )
-        sweep_html = self.sweep._repr_html_() if self.sweep is not None else ""
-        return (
-            f"<div class='ppml-spark-session'>{banner}<b>Spark session connected</b>"
-            f"<table>{head}</table>{self.security._repr_html_()}{sweep_html}</div>"
-        )
+        from ppml_kernel.spark.display import session_html
+
+        return session_html(self)
 
 
 class ClusterStatus:
@@ -287,8 +263,10 @@ class ClusterStatus:
             self.live = session.executor_ids()
         except Exception:  # best-effort probe: a status report of a stopped context
             self.live = []
-        self.broker = session.broker.status()
-        self.audit = session.broker.audit.table(audit_events)
+        from ppml_kernel.spark.display import BrokerStatus, audit_table
+
+        self.broker = BrokerStatus(session.broker)
+        self.audit = audit_table(session.broker, audit_events)
 
     def __repr__(self) -> str:
         return "\n".join([
@@ -300,17 +278,9 @@ class ClusterStatus:
         ])
 
     def _repr_html_(self) -> str:
-        head = "".join(
-            f"<tr><th style='text-align:left;padding:2px 8px'>{escape(k)}</th>"
-            f"<td>{escape(v)}</td></tr>"
-            for k, v in [*self.session._header(),
-                         ("executors now", ", ".join(self.live) or "none")]
-        )
-        return (
-            f"<div class='ppml-spark-status'><b>Spark status</b><table>{head}</table>"
-            f"{self.session.security._repr_html_()}{self.broker._repr_html_()}"
-            f"<b>Audit log (latest)</b>{self.audit._repr_html_()}</div>"
-        )
+        from ppml_kernel.spark.display import status_html
+
+        return status_html(self)
 
 
 # -- executors --------------------------------------------------------------------
@@ -344,7 +314,7 @@ def _wait_for_executors(sc: Any, expected: int | None, timeout: float) -> list[s
 
 def _probe_partition(probe_id: str):
     def run(_: Any):
-        from ppml_kernel.spark.keyclient import probe
+        from ppml_kernel.keys.broker.client import probe
 
         yield probe(probe_id)
 
@@ -444,9 +414,9 @@ def _kill_executor(sc: Any, executor_id: str) -> bool:
 
 
 def _default_keys() -> KeySource:
-    from ppml_kernel.spark.keysource import default_key_source
+    from ppml_kernel.keys.store import default_store
 
-    return default_key_source()
+    return default_store()
 
 
 def _load_policy(policy: Policy | str | os.PathLike[str] | None) -> Policy | None:
@@ -559,8 +529,8 @@ def connect(
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         settings.update(user_conf)
 
-        from ppml_kernel.spark.audit import AuditLog
-        from ppml_kernel.spark.broker import BrokerError, KeyBroker
+        from ppml_kernel.keys.broker.attested import BrokerError, KeyBroker
+        from ppml_kernel.keys.broker.audit import AuditLog
 
         host = broker_host or _default_broker_host(master, settings)
         broker = KeyBroker(cluster_policy, keys if keys is not None else _default_keys(),

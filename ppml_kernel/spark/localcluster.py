@@ -172,21 +172,9 @@ class LocalCluster:
         return f"<LocalCluster {self.master_url} workers={alive}/{len(self.workers)}>"
 
     def _repr_html_(self) -> str:
-        from html import escape
+        from ppml_kernel.spark.display import local_cluster_html
 
-        up = self.master is not None and self.master.alive()
-        rows = [("master", self.master_url, "up" if up else "down")]
-        rows += [
-            (w.name, str(w.work_dir), "up" if w.alive() else "down") for w in self.workers
-        ]
-        body = "".join(
-            f"<tr><td>{escape(a)}</td><td><code>{escape(b)}</code></td><td>{escape(c)}</td></tr>"
-            for a, b, c in rows
-        )
-        return (
-            "<table class='ppml-localcluster'><tr><th>daemon</th><th>address / work dir</th>"
-            f"<th>state</th></tr>{body}</table>"
-        )
+        return local_cluster_html(self)
 
     # -- lifecycle ----------------------------------------------------------------
     def start(self) -> LocalCluster:

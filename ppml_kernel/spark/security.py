@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from html import escape
 from pathlib import Path
 
 AUTH = "spark.authenticate"
@@ -187,15 +186,6 @@ class SecurityReport:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        colours = {GOOD: "#1e7d32", BAD: "#b71c1c", WARN: "#a15c00", INFO: "#555"}
-        body = "".join(
-            f"<tr><td style='padding:2px 8px'>{escape(r.protection)}</td>"
-            f"<td style='color:{colours[r.level]};font-weight:bold'>"
-            f"{escape(r.state)}</td><td>{escape(r.detail)}</td></tr>"
-            for r in self.rows
-        )
-        return (
-            f"<div class='ppml-spark-security'><b>{escape(self.title)}</b>"
-            "<table><tr><th>protection</th><th>state</th><th>detail</th></tr>"
-            f"{body}</table></div>"
-        )
+        from ppml_kernel.spark.display import security_html
+
+        return security_html(self)

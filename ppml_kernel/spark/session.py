@@ -138,7 +138,7 @@ def session_conf(master: str | None = None, extra: Mapping[str, Any] | None = No
         "spark.sql.execution.arrow.maxRecordsPerBatch": "50000",
     }
     if os.environ.get("PPML_NATIVE_PME", "1") != "0":
-        from ppml_kernel.spark.kms import kms_jar, spark_conf
+        from ppml_kernel.keys.pme.jar import kms_jar, spark_conf
 
         jar = kms_jar()
         if jar is not None:  # Spark's own Parquet reader then reads encrypted Parquet
@@ -154,7 +154,7 @@ def get_or_create_session(master: str | None = None,
 
     Registers the ``ppml`` data source and starts the local key broker either way.
     """
-    from ppml_kernel.data.broker import start_local_broker
+    from ppml_kernel.keys.broker.local import start_local_broker
 
     with _lock:
         start_local_broker()  # before the JVM: it inherits PPML_KEY_BROKER

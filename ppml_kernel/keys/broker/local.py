@@ -16,14 +16,13 @@ The socket path is not a secret. Workers find it through, in order, the ``keybro
 data source option, ``$PPML_KEY_BROKER`` (set before the JVM starts so it inherits it),
 or by walking their own ancestors for ``<tmp>/ppml-kernel-<uid>/broker-<pid>.sock``.
 
-The attested cluster broker (cluster issue) replaces this with a KeySource whose
-workers prove they run in an enclave; the wire format here is deliberately tiny.
+The attested cluster broker (:mod:`ppml_kernel.keys.broker.attested`) replaces this
+where workers must prove they run in an enclave; the wire format here is deliberately tiny.
 """
 
 from __future__ import annotations
 
 import atexit
-import base64
 import contextlib
 import json
 import os
@@ -34,24 +33,31 @@ import struct
 import sys
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 
-from ppml_kernel.data.errors import (
+from ppml_kernel.b64 import b64decode as _unb64
+from ppml_kernel.b64 import b64encode as _b64
+from ppml_kernel.keys.broker.audit import REFUSE, AuditEvent, AuditLog
+from ppml_kernel.keys.broker.core import audited
+from ppml_kernel.keys.errors import (
     DatasetKeyError,
     UnknownKeyError,
     UnwrapError,
     WrongKeyError,
 )
-from ppml_kernel.data.format import WrappedKey
-from ppml_kernel.data.keys import KeyProvider, default_provider
 from ppml_kernel.keys.ids import KeyIdError, check_key_id
+from ppml_kernel.keys.provider import KeyProvider
+from ppml_kernel.keys.store import default_provider
+from ppml_kernel.keys.wrap import WrappedKey
 
 ENV_VAR = "PPML_KEY_BROKER"
 ENV_PEERS = "PPML_KEY_BROKER_PEERS"
 PEERS_DESCENDANTS = "descendants"  # the kernel's uid and a descendant of the kernel (default)
 PEERS_SAME_USER = "same-user"  # any process of the kernel's user (weaker; must be chosen)
 PEER_MODES = (PEERS_DESCENDANTS, PEERS_SAME_USER)
+PEER = "local socket"  # where the local broker's peers are (for the audit)
 _MAX_MESSAGE = 1 << 16
 _LEN = struct.Struct(">I")
 _ERROR_TYPES: dict[str, type[DatasetKeyError]] = {
@@ -154,14 +160,6 @@ def _recv(sock: socket.socket) -> dict:
     return json.loads(_recv_exact(sock, n))
 
 
-def _b64(b: bytes) -> str:
-    return base64.b64encode(b).decode("ascii")
-
-
-def _unb64(s: str) -> bytes:
-    return base64.b64decode(s, validate=True)
-
-
 # --------------------------------------------------------------------------- server
 
 
@@ -170,7 +168,9 @@ class _Handler(socketserver.BaseRequestHandler):
 
     def handle(self) -> None:
         sock: socket.socket = self.request
-        denied = self.server.check_peer(sock)
+        who, denied = self.server.check_peer(sock)
+        if denied:
+            self.server.broker.refused(who, denied)
         try:
             while True:
                 try:
@@ -180,7 +180,7 @@ class _Handler(socketserver.BaseRequestHandler):
                 if denied:
                     _send(sock, {"ok": False, "error": "denied", "message": denied})
                     return
-                _send(sock, self.server.answer(req))
+                _send(sock, self.server.answer(req, who))
         except OSError:
             return
 
@@ -193,33 +193,40 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         self.broker = broker
         super().__init__(path, _Handler)
 
-    def check_peer(self, sock: socket.socket) -> str | None:
-        """None if the peer may ask for keys, else the reason (sent back, never keys)."""
+    def check_peer(self, sock: socket.socket) -> tuple[str, str | None]:
+        """Who the peer is, and None if it may ask for keys, else the reason (sent back)."""
         if not hasattr(socket, "SO_PEERCRED"):
             if self.broker.peers == PEERS_SAME_USER:
-                return None  # chosen explicitly: the 0700 directory is the only guard
-            return "this broker cannot check its peers here"  # not reached: it refuses to start
+                return "a process of this user", None  # chosen: the 0700 directory guards
+            return "a process", "this broker cannot check its peers here"  # refuses to start
         raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         pid, uid, _gid = struct.unpack("3i", raw)
+        who = f"process {pid}"
         if uid != os.getuid():
-            return f"peer uid {uid} is not the kernel's uid"
+            return who, f"peer uid {uid} is not the kernel's uid"
         if self.broker.peers == PEERS_SAME_USER:
-            return None
+            return who, None
         if pid != os.getpid() and os.getpid() not in ancestors(pid):
-            return f"process {pid} is not started by the kernel process"
-        return None
+            return who, f"process {pid} is not started by the kernel process"
+        return who, None
 
-    def answer(self, req: dict) -> dict:
+    def answer(self, req: dict, who: str) -> dict:
         provider = self.broker.provider
+        audit = self.broker.audit
         op = req.get("op")
         try:
             if op == "unwrap":
                 wrapped = WrappedKey(_unb64(req["kcv"]), _unb64(req["nonce"]), _unb64(req["ct"]))
-                key = provider.unwrap(check_key_id(req["key_id"]), wrapped, _unb64(req["ctx"]))
+                key_id = check_key_id(req["key_id"])
+                ctx = _unb64(req["ctx"])
+                key = audited(audit, who, PEER, "unwrap", key_id,
+                              lambda: provider.unwrap(key_id, wrapped, ctx))
                 return {"ok": True, "key": _b64(key)}
             if op == "wrap":
-                w = provider.wrap(check_key_id(req["key_id"]), _unb64(req["key"]),
-                                  _unb64(req["ctx"]))
+                key_id = check_key_id(req["key_id"])
+                data_key, ctx = _unb64(req["key"]), _unb64(req["ctx"])
+                w = audited(audit, who, PEER, "wrap", key_id,
+                            lambda: provider.wrap(key_id, data_key, ctx))
                 return {"ok": True, "kcv": _b64(w.key_check), "nonce": _b64(w.nonce),
                         "ct": _b64(w.ciphertext)}
             if op == "key_ids":
@@ -240,11 +247,16 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 
 class LocalKeyBroker:
-    """Serves wrap/unwrap for ``provider`` to the kernel's descendant processes."""
+    """Serves wrap/unwrap for ``provider`` to the kernel's descendant processes.
 
-    def __init__(self, provider: KeyProvider | None = None, *, peers: str | None = None) -> None:
+    Every answer and refusal is in :attr:`audit` (in memory, and the broker audit logger).
+    """
+
+    def __init__(self, provider: KeyProvider | None = None, *, peers: str | None = None,
+                 audit: AuditLog | None = None) -> None:
         self.peers = peer_mode(peers)  # before anything listens
         self.provider = provider if provider is not None else default_provider()
+        self.audit = audit if audit is not None else AuditLog()
         self.path = str(_private_dir() / f"broker-{os.getpid()}.sock")
         if os.path.exists(self.path):
             os.unlink(self.path)  # a stale socket of a dead process with our pid
@@ -257,6 +269,10 @@ class LocalKeyBroker:
             target=self._server.serve_forever, name="ppml-key-broker", daemon=True
         )
         self._thread.start()
+
+    def refused(self, who: str, reason: str) -> None:
+        """Audit a peer the socket refused to answer."""
+        self.audit.record(AuditEvent(time.time(), REFUSE, who, PEER, False, reason=reason))
 
     def close(self) -> None:
         self._server.shutdown()
@@ -310,7 +326,7 @@ class BrokerClient(KeyProvider):
         raise DatasetKeyError(
             "no key broker is reachable from this Spark worker: start Spark with "
             "ppml_kernel.spark.session.get_or_create_session() (or call "
-            "ppml_kernel.data.broker.start_local_broker() before the Spark session), "
+            "ppml_kernel.keys.broker.local.start_local_broker() before the Spark session), "
             "or use .option('keysource', 'keyfile').option('keyfile', PATH)"
         )
 

@@ -23,16 +23,23 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ppml_kernel.spark import protocol as P
+from ppml_kernel import crypto
+from ppml_kernel.keys.broker import protocol as P
+from ppml_kernel.keys.errors import DatasetKeyError
+from ppml_kernel.keys.provider import KeyProvider
+from ppml_kernel.keys.wrap import WrappedKey
+
+if TYPE_CHECKING:
+    from ppml_kernel.tee.base import Attester
 
 DEFAULT_TIMEOUT = 15.0
 _URL_EXECUTOR = re.compile(r"executorId=([A-Za-z0-9_.-]{1,32})")
 _URL_APP = re.compile(r"appId=([A-Za-z0-9_.-]{1,64})")
 
 
-class KeyClientError(RuntimeError):
+class KeyClientError(DatasetKeyError, RuntimeError):
     """No key could be obtained (the message names the executor and the reason)."""
 
 
@@ -129,7 +136,7 @@ class Timing:
 @dataclass
 class _Session:
     id: bytes
-    aead: Any
+    aead: crypto.Aead
     broker_key: bytes
     executor: str
 
@@ -141,12 +148,12 @@ class KeyClient:
     address: str | None = None
     driver_policy: str | None = None
     timeout: float = DEFAULT_TIMEOUT
-    attester: Any = None
+    attester: Attester | None = None
     timing: Timing = field(default_factory=Timing)
     _session: _Session | None = None
     _keks: dict[str, bytes] = field(default_factory=dict, repr=False)
     _data_keys: dict[bytes, bytes] = field(default_factory=dict, repr=False)
-    _wrapped: dict[bytes, P.WrappedKeyFields] = field(default_factory=dict, repr=False)
+    _wrapped: dict[bytes, WrappedKey] = field(default_factory=dict, repr=False)
     _verified_brokers: set[bytes] = field(default_factory=set, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
@@ -166,7 +173,7 @@ class KeyClient:
             self._request([key_id], [])
             return self._keks[key_id]
 
-    def unwrap_key(self, key_id: str, wrapped: Any, context: bytes) -> bytes:
+    def unwrap_key(self, key_id: str, wrapped: WrappedKey, context: bytes) -> bytes:
         """A file's data key: the driver opens ``wrapped`` with its KEK and seals the result."""
         P.check_key_id(key_id)
         item = {
@@ -185,7 +192,7 @@ class KeyClient:
             self._request([], [item])
             return self._data_keys[digest]
 
-    def wrap_key(self, key_id: str, data_key: bytes, context: bytes) -> P.WrappedKeyFields:
+    def wrap_key(self, key_id: str, data_key: bytes, context: bytes) -> WrappedKey:
         """Seal a new data key under the driver's KEK ``key_id`` (for writers).
 
         The data key travels sealed under this worker's session key; the KEK stays in
@@ -226,7 +233,7 @@ class KeyClient:
                 ok, reason = True, "accepted"
             except KeyClientError as exc:
                 ok, reason = False, str(exc)
-            except Exception as exc:  # a probe reports; it must not fail the barrier stage
+            except Exception as exc:  # boundary: a probe reports; it must not fail the stage
                 ok, reason = False, f"{type(exc).__name__} in the probe"
         identity = executor_identity(self._tee_kind())
         return {**identity, "ok": ok, "reason": reason,
@@ -248,10 +255,10 @@ class KeyClient:
     def _tee_kind(self) -> str:
         try:
             return str(self._attester().kind)
-        except Exception:
+        except Exception:  # best-effort: any attester failure means no TEE to name
             return "none"
 
-    def _attester(self) -> Any:
+    def _attester(self) -> Attester:
         if self.attester is None:
             from ppml_kernel.tee import get_attester
 
@@ -355,9 +362,6 @@ class KeyClient:
 
     def _attest_once(self, kek_ids: list[str], unwraps: list[dict[str, str]],
                      probe: str) -> None:
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
         t0 = time.perf_counter()
         timing = Timing()
         conn = self._connect()
@@ -375,10 +379,8 @@ class KeyClient:
                     f"the key broker at {self.address} is not the one this application "
                     f"was started with (key {P.key_fingerprint(broker_key)[:16]}...)"
                 )
-            private = ec.generate_private_key(ec.SECP256R1())
-            worker_key = private.public_key().public_bytes(
-                Encoding.X962, PublicFormat.UncompressedPoint
-            )
+            private = crypto.generate_key()
+            worker_key = crypto.public_bytes(private)
             body: dict[str, object] = {
                 "nonce": P.b64e(nonce),
                 "worker_key": P.b64e(worker_key),
@@ -392,7 +394,9 @@ class KeyClient:
                 quote = attester.quote(P.worker_report_data(broker_key, nonce, worker_key))
                 body["quote"] = P.b64e(quote)
                 tee = str(attester.kind)
-            except Exception as exc:  # no TEE here: tell the broker why, so it is audited
+            # boundary: the attester is a plugin talking to a device; no TEE here: tell the
+            # broker why, so it is audited
+            except Exception as exc:
                 body["no_evidence"] = P.clean_text(f"{type(exc).__name__}: {exc}", 300)
                 tee = "none"
             body["identity"] = executor_identity(tee)
@@ -409,13 +413,10 @@ class KeyClient:
         self._verify_driver(broker_key, hello)
         timing.driver_verify_ms = (time.perf_counter() - t3) * 1e3
 
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
         sid = P.b64d(answer.get("session"), "session", size=P.SESSION_ID_SIZE)
-        broker_public = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), broker_key)
-        shared = private.exchange(ec.ECDH(), broker_public)
+        shared = crypto.ecdh(private, crypto.load_public_key(broker_key))
         key = P.session_key(shared, nonce, broker_key, worker_key, sid)
-        session = _Session(sid, AESGCM(key), broker_key,
+        session = _Session(sid, crypto.aead(key), broker_key,
                            P.clean_text(answer.get("executor")) or "this executor")
         self._open_grants(session, answer, kek_ids, unwraps)
         self._session = session
@@ -456,8 +457,6 @@ class KeyClient:
     def _open_grants(self, session: _Session, answer: dict[str, Any], kek_ids: list[str],
                      unwraps: list[dict[str, str]],
                      wrap_digests: tuple[bytes, ...] | list[bytes] = ()) -> None:
-        from cryptography.exceptions import InvalidTag
-
         grants = answer.get("grants") or []
         refused = answer.get("refused") or []
         if not isinstance(grants, list) or not isinstance(refused, list):
@@ -475,7 +474,7 @@ class KeyClient:
             try:
                 value = session.aead.decrypt(nonce, sealed,
                                              P.grant_aad(session.id, kind, key_id, digest))
-            except InvalidTag:
+            except crypto.InvalidTag:
                 raise BrokerUntrustedError(
                     f"a key from the broker at {self.address} does not authenticate; "
                     "no key is used from it"
@@ -519,8 +518,8 @@ def fetch_key(key_id: str) -> bytes:
     return client().fetch_key(key_id)
 
 
-def unwrap_key(key_id: str, wrapped: Any, context: bytes) -> bytes:
-    """A file's data key, opened by the driver (``wrapped`` has key_check, nonce, ciphertext)."""
+def unwrap_key(key_id: str, wrapped: WrappedKey, context: bytes) -> bytes:
+    """A file's data key, opened by the driver (its KEK never leaves it)."""
     return client().unwrap_key(key_id, wrapped, context)
 
 
@@ -529,37 +528,20 @@ def probe(probe_id: str) -> dict[str, object]:
     return client().probe(probe_id)
 
 
-def wrap_key(key_id: str, data_key: bytes, context: bytes) -> Any:
-    """Seal a writer's new data key under the driver's KEK; returns the dataset layer's
-    ``WrappedKey`` when that layer is installed."""
-    fields = client().wrap_key(key_id, data_key, context)
-    try:
-        from ppml_kernel.data.format import WrappedKey
-    except ImportError:
-        return fields
-    return WrappedKey(fields.key_check, fields.nonce, fields.ciphertext)
+def wrap_key(key_id: str, data_key: bytes, context: bytes) -> WrappedKey:
+    """Seal a writer's new data key under the driver's KEK (which never leaves the driver)."""
+    return client().wrap_key(key_id, data_key, context)
 
 
-class BrokerKeyProvider:
-    """The dataset layer's key provider on executors: the driver wraps and unwraps.
+class BrokerKeyProvider(KeyProvider):
+    """The key provider on attested executors (``keysource=attested``): the driver wraps
+    and unwraps; KEKs never leave it, data keys travel sealed to this worker's key."""
 
-    Same shape as :class:`ppml_kernel.data.keys.KeyProvider`; KEKs never leave the
-    driver, data keys travel sealed to this worker's attested key.
-    """
-
-    def wrap(self, key_id: str, data_key: bytes, context: bytes) -> Any:
+    def wrap(self, key_id: str, data_key: bytes, context: bytes) -> WrappedKey:
         return wrap_key(key_id, data_key, context)
 
-    def unwrap(self, key_id: str, wrapped: Any, context: bytes) -> bytes:
+    def unwrap(self, key_id: str, wrapped: WrappedKey, context: bytes) -> bytes:
         return unwrap_key(key_id, wrapped, context)
-
-    def key_ids(self) -> list[str]:
-        return []
 
     def describe(self) -> str:
         return f"attested key broker at {os.environ.get(P.ENV_BROKER, '?')}"
-
-
-def attested_key_source(options: Any = None) -> BrokerKeyProvider:
-    """Factory for the dataset layer's key-source hook (``keysource=attested``)."""
-    return BrokerKeyProvider()

@@ -14,9 +14,9 @@ import threading
 from collections import deque
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from html import escape
 from pathlib import Path
 
+# The logger keeps its first name: deployments attach handlers to it by that name.
 LOGGER = logging.getLogger("ppml_kernel.spark.audit")
 # Silent unless a deployment attaches a handler to this logger (or passes an audit file):
 # refusals must not spill into notebook output through the root logger.
@@ -50,7 +50,7 @@ class AuditEvent:
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)
         data["key_ids"] = list(self.key_ids)
-        data["time"] = _iso(self.at)
+        data["time"] = iso_time(self.at)
         return data
 
     def line(self) -> str:
@@ -60,7 +60,8 @@ class AuditEvent:
         return f"{self.event} {verdict} {self.executor} peer={self.peer}{keys}{why}"
 
 
-def _iso(ts: float) -> str:
+def iso_time(ts: float) -> str:
+    """UTC time with milliseconds, as written in audit lines."""
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
 
 
@@ -95,37 +96,4 @@ class AuditLog:
     def __len__(self) -> int:
         with self._lock:
             return len(self._events)
-
-    def table(self, last: int = 50) -> AuditTable:
-        return AuditTable(self.events()[-last:])
-
-
-class AuditTable:
-    """Audit events as an HTML table (notebooks) or text lines."""
-
-    def __init__(self, events: list[AuditEvent]) -> None:
-        self.events = events
-
-    def __repr__(self) -> str:
-        if not self.events:
-            return "key broker audit log: no events"
-        return "\n".join(f"{_iso(e.at)} {e.line()}" for e in self.events)
-
-    def _repr_html_(self) -> str:
-        rows = []
-        for e in self.events:
-            colour = "#1e7d32" if e.ok else "#b71c1c"
-            rows.append(
-                "<tr>"
-                f"<td>{escape(_iso(e.at))}</td><td>{escape(e.event)}</td>"
-                f"<td style='color:{colour};font-weight:bold'>{'ok' if e.ok else 'REFUSED'}</td>"
-                f"<td>{escape(e.executor)}</td><td>{escape(', '.join(e.key_ids))}</td>"
-                f"<td>{escape(e.reason)}</td></tr>"
-            )
-        return (
-            "<table class='ppml-audit'><tr><th>time (UTC)</th><th>event</th><th>verdict</th>"
-            "<th>executor</th><th>key ids</th><th>reason</th></tr>"
-            + ("".join(rows) or "<tr><td colspan=6>no events</td></tr>")
-            + "</table>"
-        )
 

@@ -1,20 +1,20 @@
-"""How code on a Spark executor gets a :class:`KeyProvider` (the ``KeySource`` hook).
+"""Key providers by name: how code on a Spark executor gets a :class:`KeyProvider`.
 
 Spark runs the ``ppml`` data source and its column functions in Python workers that
 the JVM starts; they share nothing with the kernel's memory. A key must never travel
 as a data source option (options show up in plans and the UI), an environment
-variable, a command line or a log. So the data source asks a *key source* for a
-provider, by name, on the executor itself:
+variable, a command line or a log. So the data source asks for a provider by name
+(the ``keysource`` option, else ``$PPML_KEYSOURCE``), on the executor itself:
 
-* ``local`` (default): the kernel's local key broker (:mod:`ppml_kernel.data.broker`),
+* ``local`` (default): the kernel's local key broker (:mod:`ppml_kernel.keys.broker.local`),
   reached over a Unix socket that only descendants of the kernel process may use. The
   KEK never leaves the kernel process; workers get per-file data keys.
 * ``keyfile``: KEKs from key files named by the ``keyfile`` option (paths, not keys),
   for the data owner's own Spark jobs and for tests.
-* ``attested``: the attested cluster's key broker (``ppml_kernel.spark.keyclient``):
+* ``attested``: the attested cluster's key broker (:mod:`ppml_kernel.keys.broker.client`):
   the executor's enclave attests to the driver, which wraps and unwraps data keys.
 * Anything registered with :func:`register_key_source` or through the entry-point
-  group ``ppml_kernel.key_sources``.
+  group ``ppml_kernel.key_sources`` (where a new KMS plugs in).
 
 A factory receives the data source options (lower-cased keys) and returns a provider;
 providers are cached per process so a reused Python worker does not reconnect.
@@ -26,8 +26,9 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 
-from ppml_kernel.data.errors import DatasetKeyError
-from ppml_kernel.data.keys import KeyFileProvider, KeyProvider
+from ppml_kernel.keys.errors import DatasetKeyError
+from ppml_kernel.keys.files import KeyFileProvider
+from ppml_kernel.keys.provider import KeyProvider
 
 KeySourceFactory = Callable[[Mapping[str, str]], KeyProvider]
 
@@ -101,12 +102,17 @@ def _keyfile_source(options: Mapping[str, str]) -> KeyProvider:
 
 
 def _local_source(options: Mapping[str, str]) -> KeyProvider:
-    from ppml_kernel.data.broker import BrokerClient
+    from ppml_kernel.keys.broker.local import BrokerClient
 
     return BrokerClient.discover(options.get("keybroker"))
 
 
+def _attested_source(options: Mapping[str, str]) -> KeyProvider:
+    from ppml_kernel.keys.broker.client import BrokerKeyProvider
+
+    return BrokerKeyProvider()
+
+
 register_key_source("keyfile", _keyfile_source)
 register_key_source("local", _local_source)
-# ``attested`` (the cluster broker's executor client) arrives through the
-# ``ppml_kernel.key_sources`` entry point, so this layer does not import ``spark``.
+register_key_source("attested", _attested_source)  # protocol.KEYSOURCE_NAME

@@ -1,4 +1,4 @@
-"""Spark's own Parquet reader and writer for encrypted Parquet (PME), keys via the broker.
+"""The Java KMS client for Spark's Parquet encryption (PME): built once, keys via the broker.
 
 Spark ships Parquet Modular Encryption (``PropertiesDrivenCryptoFactory``) but no usable
 KMS client. ``java/ppml/BrokerKmsClient.java`` is one that asks the kernel's key broker,
@@ -20,21 +20,13 @@ import tempfile
 from importlib.resources import files
 from pathlib import Path
 
-from ppml_kernel.data.pme_spark import (  # the names Parquet and the writers share
-    CLASS_NAME,
-    FACTORY,
-    native_pme_enabled,
-    write_options,
-)
-
-__all__ = ["CLASS_NAME", "FACTORY", "cache_dir", "kms_jar", "native_pme_enabled",
-           "spark_conf", "write_options"]
+from ppml_kernel.keys.pme.names import CLASS_NAME, FACTORY
 
 ENV_JAR = "PPML_KMS_JAR"
 
 
 def _source() -> bytes:
-    return files("ppml_kernel.spark").joinpath("java/ppml/BrokerKmsClient.java").read_bytes()
+    return files("ppml_kernel.keys.pme").joinpath("java/ppml/BrokerKmsClient.java").read_bytes()
 
 
 def _spark_jars() -> Path:

@@ -5,7 +5,7 @@
  * holds a KEK: like the Python workers, it sends wrapped keys to the kernel's key broker
  * (a Unix socket that only processes started by the kernel may use) and gets data keys
  * back. The wrapped-key format and the wrapping context are the same as in
- * ppml_kernel/data/parquet.py, so pyarrow and Spark read each other's files.
+ * ppml_kernel/keys/pme/kms.py, so pyarrow and Spark read each other's files.
  *
  * Broker path: Hadoop conf "ppml.keybroker", else $PPML_KEY_BROKER, else
  * <java.io.tmpdir>/ppml-kernel-<uid>/broker-<pid>.sock of this process or an ancestor.

@@ -1,10 +1,10 @@
 """What Spark's own Parquet reader/writer needs to use PME with our keys (no pyspark import).
 
 Spark ships Parquet Modular Encryption (``PropertiesDrivenCryptoFactory``); its KMS
-client ``ppml.BrokerKmsClient`` (built by :mod:`ppml_kernel.spark.kms`) asks the local
-key broker (:mod:`ppml_kernel.data.broker`) exactly like the Python workers do. These
-names and options belong to the dataset layer, so :mod:`ppml_kernel.data.sparkio` needs
-nothing from ``ppml_kernel.spark``; the Spark layer imports them from here.
+client ``ppml.BrokerKmsClient`` (built by :mod:`ppml_kernel.keys.pme.jar`) asks the local
+key broker (:mod:`ppml_kernel.keys.broker.local`) exactly like the Python workers do.
+The class and option names are the JVM's wire names; both the dataset layer's writers
+and the Spark session settings read them from here.
 """
 
 from __future__ import annotations

@@ -20,12 +20,15 @@ Everything is JSON with base64 binary fields; messages are small and bounded.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import struct
-from dataclasses import dataclass
+from typing import Any
 
+from ppml_kernel import b64 as _b64
+from ppml_kernel import crypto
 from ppml_kernel.keys import ids as _ids
+from ppml_kernel.keys import registry
+from ppml_kernel.keys.errors import DatasetKeyError
+from ppml_kernel.keys.wrap import WrappedKey
 
 VERSION = 1
 WORKER_DOMAIN = b"ppml-kernel key-broker/1 worker\x00"
@@ -49,38 +52,23 @@ KIND_WRAP_REQUEST = "wrap-request"  # the worker's data key on its way to the br
 ENV_BROKER = "PPML_CLUSTER_BROKER"  # host:port of the driver's broker
 ENV_BROKER_ID = "PPML_CLUSTER_BROKER_ID"  # SHA-256 of the broker key (a hint, checked too)
 ENV_DRIVER_POLICY = "PPML_DRIVER_POLICY"  # JSON policy (or a file path) for the driver
-ENV_KEYSOURCE = "PPML_KEYSOURCE"  # the dataset layer's key-source selector on executors
-KEYSOURCE_NAME = "attested"  # ... and the name this broker's client registers under
+ENV_KEYSOURCE = registry.ENV_VAR  # the key-source selector on executors
+KEYSOURCE_NAME = "attested"  # ... and the name this broker's client is registered under
 
 
-@dataclass(frozen=True)
-class WrappedKeyFields:
-    """A wrapped data key as the dataset format stores it (same attribute names)."""
-
-    key_check: bytes
-    nonce: bytes
-    ciphertext: bytes
-
-
-class ProtocolError(ValueError):
+class ProtocolError(DatasetKeyError, ValueError):
     """A message does not follow the protocol (the text says which field)."""
 
 
-def b64e(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
+b64e = _b64.b64encode
 
 
 def b64d(value: object, field: str, *, size: int | None = None, max_size: int = 65536) -> bytes:
-    """Decode a base64 field strictly; errors name the field, never echo its content."""
-    if not isinstance(value, str) or len(value) > (max_size * 4 // 3 + 4):
-        raise ProtocolError(f"field {field!r} must be base64 text of at most {max_size} bytes")
+    """Decode a base64 field of at most ``max_size`` bytes; errors name the field only."""
     try:
-        raw = base64.b64decode(value, validate=True)
-    except ValueError:
-        raise ProtocolError(f"field {field!r} is not valid base64") from None
-    if size is not None and len(raw) != size:
-        raise ProtocolError(f"field {field!r} must be {size} bytes, got {len(raw)}")
-    return raw
+        return _b64.decode_field(value, field, size=size, limit=max_size * 4 // 3 + 4)
+    except _b64.Base64Error as exc:
+        raise ProtocolError(str(exc)) from None
 
 
 def key_fingerprint(public_key: bytes) -> str:
@@ -107,15 +95,19 @@ def driver_report_data(broker_key: bytes) -> bytes:
 def session_key(shared_secret: bytes, nonce: bytes, broker_key: bytes, worker_key: bytes,
                 session_id: bytes) -> bytes:
     """The AES-256 key that seals grants for one session (HKDF-SHA256 over the transcript)."""
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
     info = WRAP_INFO + broker_key + worker_key + session_id
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=nonce, info=info).derive(shared_secret)
+    return crypto.hkdf_sha256(shared_secret, nonce, info, 32)
 
 
-def _lp(data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + data
+def load_public_key(raw: bytes) -> crypto.PublicKey:
+    """A worker's P-256 public key; :class:`ProtocolError` if it is not a point."""
+    try:
+        return crypto.load_public_key(raw)
+    except ValueError:
+        raise ProtocolError("field 'worker_key' is not a P-256 point") from None
+
+
+_lp = crypto.lp
 
 
 def grant_aad(session_id: bytes, kind: str, key_id: str, request_digest: bytes = b"") -> bytes:
@@ -155,12 +147,12 @@ def pack_wrapped(key_check: bytes, nonce: bytes, ciphertext: bytes) -> bytes:
     return _lp(key_check) + _lp(nonce) + _lp(ciphertext)
 
 
-def unpack_wrapped(data: bytes) -> WrappedKeyFields:
+def unpack_wrapped(data: bytes) -> WrappedKey:
     parts, offset = [], 0
     for _ in range(3):
         if offset + 4 > len(data):
             raise ProtocolError("a wrapped key is truncated")
-        (size,) = struct.unpack_from(">I", data, offset)
+        size = int.from_bytes(data[offset:offset + 4], "big")
         offset += 4
         if offset + size > len(data):
             raise ProtocolError("a wrapped key is truncated")
@@ -168,7 +160,7 @@ def unpack_wrapped(data: bytes) -> WrappedKeyFields:
         offset += size
     if offset != len(data):
         raise ProtocolError("a wrapped key has trailing bytes")
-    return WrappedKeyFields(*parts)
+    return WrappedKey(*parts)
 
 
 def check_key_id(value: object, field: str = "key_id") -> str:
@@ -184,3 +176,48 @@ def clean_text(value: object, limit: int = MAX_FIELD_CHARS) -> str:
     text = value if isinstance(value, str) else "" if value is None else str(value)
     text = "".join(ch if ch.isprintable() else "?" for ch in text)
     return text[:limit]
+
+
+def parse_key_requests(body: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
+    """KEK ids and unwrap requests of a request body, checked and bounded."""
+    keys = body.get("keys") or []
+    unwraps = body.get("unwrap") or []
+    if not isinstance(keys, list) or not isinstance(unwraps, list):
+        raise ProtocolError("'keys' and 'unwrap' must be lists")
+    if len(keys) + len(unwraps) > MAX_KEYS_PER_REQUEST:
+        raise ProtocolError(f"at most {MAX_KEYS_PER_REQUEST} keys per request")
+    kek_ids = list(dict.fromkeys(check_key_id(k, f"keys[{i}]") for i, k in enumerate(keys)))
+    parsed = []
+    for i, item in enumerate(unwraps):
+        if not isinstance(item, dict):
+            raise ProtocolError(f"unwrap[{i}] must be an object")
+        key_id = check_key_id(item.get("key_id"), f"unwrap[{i}].key_id")
+        wrapped = WrappedKey(
+            b64d(item.get("key_check"), f"unwrap[{i}].key_check", max_size=64),
+            b64d(item.get("nonce"), f"unwrap[{i}].nonce", max_size=64),
+            b64d(item.get("ciphertext"), f"unwrap[{i}].ciphertext", max_size=1024),
+        )
+        context = b64d(item.get("context", ""), f"unwrap[{i}].context", max_size=4096)
+        digest = unwrap_digest(key_id, wrapped.key_check, wrapped.nonce,
+                                 wrapped.ciphertext, context)
+        parsed.append({"key_id": key_id, "wrapped": wrapped, "context": context,
+                       "digest": digest})
+    return kek_ids, parsed
+
+
+def parse_wrap_requests(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """Wrap requests of a ``/v1/keys`` body, checked and bounded."""
+    items = body.get("wrap") or []
+    if not isinstance(items, list) or len(items) > MAX_KEYS_PER_REQUEST:
+        raise ProtocolError(f"'wrap' must be a list of at most {MAX_KEYS_PER_REQUEST}")
+    parsed = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ProtocolError(f"wrap[{i}] must be an object")
+        key_id = check_key_id(item.get("key_id"), f"wrap[{i}].key_id")
+        nonce = b64d(item.get("nonce"), f"wrap[{i}].nonce", size=12)
+        sealed = b64d(item.get("sealed"), f"wrap[{i}].sealed", max_size=1024)
+        context = b64d(item.get("context", ""), f"wrap[{i}].context", max_size=4096)
+        parsed.append({"key_id": key_id, "nonce": nonce, "sealed": sealed, "context": context,
+                       "digest": wrap_digest(key_id, nonce, sealed, context)})
+    return parsed
