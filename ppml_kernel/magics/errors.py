@@ -78,7 +78,9 @@ def show_error(message: str, hint: bool = False) -> None:
 
     more = " (--verbose or %ppml debug on: full trace)" if hint and "\n" not in message else ""
     html = (
-        '<pre class="ppml-error" style="color:#b71c1c;white-space:pre-wrap">'
+        # wrapped at spaces (JupyterLab's output <pre> would break words anywhere)
+        '<pre class="ppml-error" style="color:#b71c1c;white-space:pre-wrap;'
+        'word-break:normal;overflow-wrap:break-word">'
         f"ppml: {escape(message)}<span style='color:#777'>{escape(more)}</span></pre>"
     )
     display({"text/html": html, "text/plain": f"ppml: {message}{more}"}, raw=True)
