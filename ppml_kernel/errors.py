@@ -51,7 +51,7 @@ def one_line(exc: BaseException) -> str:
         return _tidy(m.group(m.lastindex or 1).splitlines()[0])[:500]
     if "cancelled" in text and ("job group" in text or "Job " in text):
         m2 = re.search(r"(Job \d+ cancelled[^\n]*)", text)
-        return m2.group(1) if m2 else "the Spark job was cancelled"
+        return _tidy(m2.group(1)) if m2 else "the Spark job was cancelled"
     condition = None
     get = getattr(exc, "getCondition", None) or getattr(exc, "getErrorClass", None)
     if callable(get):

@@ -14,6 +14,7 @@ reads. Parquet files wrapped whole in ``ppml-aead/1`` are read too (seekably).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
@@ -65,6 +66,40 @@ def encryption_properties(provider: KeyProvider, key_id: str) -> Any:
 def decryption_properties(provider: KeyProvider) -> Any:
     config = pe.DecryptionConfiguration(cache_lifetime=timedelta(minutes=10))
     return _factory(provider).file_decryption_properties(_kms_config(), config)
+
+
+class _KeyIdProbe(pe.KmsClient):
+    """A KMS client that only notes which master key a file asks for, and unwraps nothing."""
+
+    def __init__(self, seen: list[str]) -> None:
+        super().__init__()
+        self._seen = seen
+
+    def wrap_key(self, key_bytes: bytes, master_key_identifier: str) -> str:
+        raise DatasetError("the key-id probe wraps nothing")
+
+    def unwrap_key(self, wrapped_key: str, master_key_identifier: str) -> bytes:
+        self._seen.append(master_key_identifier)
+        raise DatasetError("the key-id probe unwraps nothing")
+
+
+def pme_key_id(path: str) -> str:
+    """The master key id a PME file (encrypted footer) needs, without any key.
+
+    It is in the clear in the file's crypto metadata (the footer key's key material);
+    pyarrow parses that and asks the KMS client to unwrap under it, which is where the
+    probe notes the id and stops. No Spark, no key, no decryption.
+    """
+    seen: list[str] = []
+    factory = pe.CryptoFactory(lambda _config: _KeyIdProbe(seen))
+    props = factory.file_decryption_properties(
+        _kms_config(), pe.DecryptionConfiguration(cache_lifetime=timedelta(seconds=1)))
+    with contextlib.suppress(DatasetError, OSError, pa.ArrowException):
+        pq.ParquetFile(path, decryption_properties=props)
+    if not seen:
+        raise DatasetError(f"{path}: no master key id in its Parquet encryption metadata "
+                           "(not Parquet Modular Encryption, or a damaged footer)")
+    return check_key_id(seen[0])
 
 
 def sniff(path: str) -> str:

@@ -86,6 +86,53 @@ class PPMLKernel(IPythonKernel):
         load_ipython_extension(self.shell)
 
     # ------------------------------------------------------------ the sealing gate
+    async def shell_channel_thread_main(self, msg: Any) -> None:
+        """Open a sealed shell frame on arrival, then route it as ipykernel does.
+
+        Runs on ipykernel's shell-channel thread, in arrival order (the opening happens
+        before the first ``await``). A sealed comm message is then shown to its comm's
+        ``_reply_subshell_for``, as ipykernel shows a clear one (it cannot read a sealed
+        one): that is how a widget learns of a click while the cell holds the main
+        thread. Routing itself is unchanged (by the header, as for any sealed message).
+        """
+        def routable(header: dict[str, Any]) -> bool:
+            subshell = header.get("subshell_id")
+            manager = self.shell_channel_thread.manager
+            return subshell is None or subshell in manager.list_subshell()
+
+        try:
+            opened = self.sealing.preopen(msg, self.session, routable)
+        # boundary: never let early opening break the channel; the main thread decides
+        except Exception:
+            self.log.warning("could not open a sealed message on arrival", exc_info=True)
+            opened = None
+        if opened is not None:
+            self._show_sealed_comm_msg(opened)
+        await super().shell_channel_thread_main(msg)
+
+    def _show_sealed_comm_msg(self, msg: dict[str, Any]) -> None:
+        if msg["header"].get("msg_type") not in ("comm_msg", "comm_close"):
+            return
+        manager = getattr(self, "comm_manager", None)
+        content = msg.get("content") or {}
+        comm = manager.get_comm(content.get("comm_id")) if manager is not None else None
+        route = getattr(comm, "_reply_subshell_for", None)
+        if route is None:
+            return
+        try:
+            route(content.get("data"), msg["header"].get("subshell_id"))
+        except Exception:  # boundary: a comm's routing hook is a callback (any widget)
+            self.log.debug("a comm's routing hook failed", exc_info=True)
+
+    async def dispatch_shell(self, msg: Any, /, subshell_id: str | None = None,
+                             *, concurrent: bool = False) -> None:
+        """ipykernel's dispatch, with the raw frames known to the sealing gate (so it
+        takes the outcome of opening them on arrival instead of opening them again)."""
+        from ppml_kernel.kernel.sealing import handling
+
+        with handling(msg):
+            await super().dispatch_shell(msg, subshell_id=subshell_id, concurrent=concurrent)
+
     def should_handle(self, stream: Any, msg: dict[str, Any], idents: Any) -> bool:
         """Open a sealed request in place, or refuse an unsealed one in sealed mode."""
         return self.sealing.admit(stream, idents, msg)

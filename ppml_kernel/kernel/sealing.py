@@ -10,6 +10,16 @@ PNG, a widget's state and a traceback are covered without special cases:
   anything about it (``PPMLKernel.should_handle`` and the abort path), opens sealed
   bodies in place and refuses unsealed requests in sealed mode, with an error reply
   that says why and never executes them;
+* early opening: ipykernel 7 receives shell messages on its shell-channel thread, in
+  the order they arrive, and queues them for the main thread, which is busy for as long
+  as a cell runs. :meth:`SealingGate.preopen` opens sealed shell frames there, on
+  arrival (stream ``b2k shell`` is numbered in that order), so that a sealed widget
+  click (a Cancel button) can act while its cell runs. The outcome (the opened body,
+  or the reason the frame was rejected) is kept for the main thread under a digest of
+  the exact frames it was read from, where :meth:`admit` takes it instead of opening
+  the frame a second time; only byte-identical frames share a digest. A frame that was
+  not opened early (no shell-channel thread, or an outcome evicted under a flood) is
+  opened in place as before, which for a number already used fails closed (replay);
 * out: :meth:`SealingGate.send` wraps the kernel's ``Session.send`` (one object shared
   by the shell, IOPub and stdin paths and the output streams), sealing by the parent
   request; a message whose session is gone is dropped, never sent in the clear.
@@ -20,12 +30,16 @@ holds a secret or a dataset key) it stays on for the life of the process.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import hashlib
 import logging
 import os
 import sys
 import threading
-from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from jupyter_client.session import extract_header
@@ -80,6 +94,12 @@ _OUTPUT = frozenset(
     }
 )
 MAX_PARENTS = 4096
+MAX_PREOPENED = 4096  # outcomes waiting for the main thread (each is a queued message)
+_SEALED_MARK = SEALED_KEY.encode()
+# The digest of the raw frames of the shell message the current thread is handling.
+_FRAMES_DIGEST: contextvars.ContextVar[bytes | None] = contextvars.ContextVar(
+    "ppml_frames_digest", default=None
+)
 
 
 def _envelope() -> Any:
@@ -99,6 +119,36 @@ def _reply_type(msg_type: str) -> str | None:
 
 def _buffer_bytes(buffer: Any) -> bytes:
     return bytes(getattr(buffer, "buffer", buffer))
+
+
+def frames_digest(frames: Sequence[Any]) -> bytes:
+    """SHA-256 of a raw multipart message (routing ids included), length-prefixed."""
+    h = hashlib.sha256()
+    for frame in frames:
+        data = getattr(frame, "bytes", None)
+        data = bytes(data if data is not None else _buffer_bytes(frame))
+        h.update(len(data).to_bytes(8, "big"))
+        h.update(data)
+    return h.digest()
+
+
+@contextlib.contextmanager
+def handling(frames: Sequence[Any]) -> Iterator[None]:
+    """Mark ``frames`` as the raw message this thread (or task) is now dispatching."""
+    token = _FRAMES_DIGEST.set(frames_digest(frames))
+    try:
+        yield
+    finally:
+        _FRAMES_DIGEST.reset(token)
+
+
+@dataclass
+class Opened:
+    """A sealed shell frame opened on arrival: what the main thread applies."""
+
+    content: dict[str, Any]
+    metadata: dict[str, Any]
+    buffers: list[bytes]
 
 
 class SealingGate:
@@ -121,6 +171,8 @@ class SealingGate:
         self._parents: OrderedDict[str, ServerSession] = OrderedDict()
         self._last: ServerSession | None = None
         self._lock = threading.Lock()
+        self._preopened: OrderedDict[bytes, deque[Opened | ProtocolError]] = OrderedDict()
+        self._preopened_count = 0
         self.refused: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()
         self.sealed_in = 0
@@ -182,7 +234,7 @@ class SealingGate:
         return False
 
     def admit(self, stream: Any, idents: list[bytes], msg: dict[str, Any]) -> bool:
-        """Open a sealed shell request in place, or decide an unsealed one.
+        """Open a sealed request in place, or decide an unsealed one.
 
         Returns False (after answering it) for a request that must not run.
         """
@@ -193,8 +245,7 @@ class SealingGate:
             self._refuse(stream, idents, msg)
             return False
         try:
-            env = _envelope().envelope_of(msg.get("content"))
-            self._open(msg, env, "shell")
+            self._open_or_take(msg)
         except ProtocolError as exc:
             self._reject(stream, idents, msg, exc)
             return False
@@ -205,9 +256,87 @@ class SealingGate:
         if not _is_sealed(msg.get("content")):
             return
         try:
-            self._open(msg, _envelope().envelope_of(msg.get("content")), "shell")
+            self._open_or_take(msg)
         except ProtocolError as exc:
             self.rejected[exc.code] += 1
+
+    def _open_or_take(self, msg: dict[str, Any]) -> None:
+        """Apply the outcome of opening ``msg`` on arrival, or open it now."""
+        outcome = self._take_preopened()
+        if outcome is None:
+            self._open(msg, _envelope().envelope_of(msg.get("content")), "shell")
+            return
+        if isinstance(outcome, ProtocolError):
+            raise outcome
+        msg["content"], msg["metadata"], msg["buffers"] = (
+            outcome.content, outcome.metadata, outcome.buffers)
+
+    # ------------------------------------------------- opening on arrival
+    def preopen(
+        self,
+        frames: Sequence[Any],
+        session: Any,
+        routable: Callable[[dict[str, Any]], bool] = lambda _header: True,
+    ) -> dict[str, Any] | None:
+        """On the shell-channel thread: open a sealed shell frame as it arrives.
+
+        ``frames`` is the raw multipart message, forwarded unchanged to the thread that
+        handles it; ``session`` the kernel's ``jupyter_client`` Session; ``routable``
+        says whether ipykernel will forward a message with this header (an unknown
+        subshell is answered and dropped there: such a frame is left unopened, so it
+        uses no number). Returns the opened message (for routing a sealed comm
+        message), or None when the frame is not sealed, is not a valid Jupyter message
+        (ipykernel drops it too) or failed to open (its rejection is answered by the
+        main thread, in turn, as before).
+        """
+        try:
+            _idents, rest = session.feed_identities(list(frames), copy=False)
+            # Checks the HMAC signature (and a duplicate one) without recording it: the
+            # main thread's full deserialisation records it, as without early opening.
+            msg = session.deserialize(rest, content=False, copy=False)
+            if not routable(msg["header"]):
+                return None
+            raw = msg["content"]
+            if _SEALED_MARK not in bytes(raw):
+                return None
+            msg["content"] = session.unpack(raw)
+        # best-effort: untrusted frames; the main thread's full deserialisation decides
+        # and records what is wrong with them
+        except Exception:
+            return None
+        if not _is_sealed(msg["content"]):
+            return None
+        digest = frames_digest(frames)
+        outcome: Opened | ProtocolError
+        try:
+            env = _envelope().envelope_of(msg.get("content"))
+            self._open(msg, env, "shell")
+            outcome = Opened(msg["content"], msg["metadata"], msg["buffers"])
+        except ProtocolError as exc:
+            outcome = exc
+        with self._lock:
+            self._preopened.setdefault(digest, deque()).append(outcome)
+            self._preopened.move_to_end(digest)
+            self._preopened_count += 1
+            while self._preopened_count > MAX_PREOPENED:
+                _, evicted = self._preopened.popitem(last=False)
+                self._preopened_count -= len(evicted)
+        return msg if isinstance(outcome, Opened) else None
+
+    def _take_preopened(self) -> Opened | ProtocolError | None:
+        """The outcome kept for the frames this thread is handling, if any (once)."""
+        digest = _FRAMES_DIGEST.get()
+        if digest is None:
+            return None
+        with self._lock:
+            outcomes = self._preopened.get(digest)
+            if not outcomes:
+                return None
+            outcome = outcomes.popleft()
+            self._preopened_count -= 1
+            if not outcomes:
+                del self._preopened[digest]
+        return outcome
 
     def _open(self, msg: dict[str, Any], env: Any, channel: str) -> ServerSession:
         envelope = _envelope()

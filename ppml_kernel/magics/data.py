@@ -129,12 +129,22 @@ def _configure_load(p: argparse.ArgumentParser) -> None:
 def _missing_key_check(path: str, required: str | None) -> None:
     """Name the key id a dataset needs and how to provide it, before Spark starts."""
     from ppml_kernel.data import sparkio
+    from ppml_kernel.data.errors import DatasetError
     from ppml_kernel.data.files import list_files
     from ppml_kernel.keys.store import default_provider
 
-    ids = sparkio.key_ids_of(list_files(path))
+    files = list_files(path)
+    ids = sparkio.key_ids_of(files)
     if required is not None:
         sparkio.check_key(ids, required)
+    pme = [f for f in files if f not in ids]  # Parquet Modular Encryption: ids in the footer
+    if pme:
+        from ppml_kernel.data.parquet import pme_key_id
+
+        for f in pme:
+            kid = ids[f] = pme_key_id(f)
+            if required is not None and kid != required:
+                raise DatasetError(f"{f} is encrypted for key id {kid!r}, not {required!r}")
     available = set(default_provider().key_ids())
     for f, kid in ids.items():
         if kid not in available:

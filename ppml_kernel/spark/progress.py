@@ -20,10 +20,11 @@ How it works, and why this way:
   subshell should get its messages on the shell-channel thread; the button's comm
   answers that question by setting the cancel flag there (and routing the message as
   usual). The poller then cancels the cell's job group; the cell sees Spark's
-  "cancelled" error as one line, and the kernel stays usable. A *sealed* click hides its
-  comm id until the sealing gate opens it on the main thread, after the cell: there,
-  Jupyter's interrupt (sent in the clear) is the way, and ``post_run_cell`` cancels the
-  jobs of a cell that ended in ``KeyboardInterrupt``.
+  "cancelled" error as one line, and the kernel stays usable. A *sealed* click is
+  opened by the sealing gate on that same thread as it arrives
+  (``PPMLKernel.shell_channel_thread_main``), which then asks the comm the same
+  question, so Cancel works in sealed sessions too. Jupyter's interrupt is the other
+  way: ``post_run_cell`` cancels the jobs of a cell that ended in ``KeyboardInterrupt``.
 """
 
 from __future__ import annotations
@@ -116,10 +117,12 @@ def _widget_frontend() -> bool:
 class CellMonitor:
     """The jobs of one cell: polls the status tracker and draws the panel."""
 
-    def __init__(self, sc: Any, group: str, title: str) -> None:
+    def __init__(self, sc: Any, group: str, title: str,
+                 on_cancel: Any = None) -> None:
         self.sc = sc
         self.group = group
         self.title = title
+        self._on_cancel = on_cancel  # runs once, on the thread that asks, before the cancel
         self.jobs: dict[int, JobState] = {}
         self.reasons: list[str] = []
         self.started = time.monotonic()
@@ -134,6 +137,7 @@ class CellMonitor:
         # that sets its own group, like the attestation sweep, replaces the cell's).
         try:
             self.baseline = max(sc.statusTracker().getActiveJobsIds(), default=-1)
+        # best-effort probe: a stopped context or a gone JVM: count every job
         except Exception:
             self.baseline = -1
         ctx = contextvars.copy_context()  # the cell's parent header: output goes under it
@@ -149,13 +153,18 @@ class CellMonitor:
         while not self._stop.wait(POLL_SECONDS):
             try:
                 self.poll()
-            except Exception:  # the JVM went away (spark stop); stop quietly
+            except Exception:  # boundary: a thread loop; the JVM went away
                 return
 
     def request_cancel(self) -> None:
         """Ask the poller to cancel this cell's jobs (safe from any thread)."""
-        if not self._stop.is_set():
-            self.cancel_requested.set()
+        if self._stop.is_set() or self.cancel_requested.is_set():
+            return
+        if self._on_cancel is not None:
+            # boundary: the cancel callback must not stop the cancel
+            with contextlib.suppress(Exception):
+                self._on_cancel()
+        self.cancel_requested.set()
 
     def poll(self) -> None:
         tracker = self.sc.statusTracker()
@@ -200,6 +209,7 @@ class CellMonitor:
             tasks = self.sc._jsc.sc().statusStore().taskList(stage.stage_id, stage.attempt, 200)
             errors = [tasks.apply(i).errorMessage() for i in range(tasks.size())]
             texts = [e.get() for e in errors if e.isDefined()]
+        # best-effort probe: Spark's status store may be gone; say where the logs are
         except Exception:
             texts = []
         for text in texts or ["see %ppml spark logs"]:
@@ -244,6 +254,7 @@ class CellMonitor:
         self._stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
+        # best-effort: a last poll of a context that may be stopped
         with contextlib.suppress(Exception):
             self.poll()
         if self._panel is not None:
@@ -402,6 +413,8 @@ class ProgressHook:
         self.running = False
         self.monitor: CellMonitor | None = None
         self._title = ""
+        self._saved_exc: tuple[Any, Any] | None = None
+        self._exc_lock = threading.Lock()
 
     def pre_run_cell(self, info: Any = None) -> None:
         self.running = True
@@ -426,10 +439,31 @@ class ProgressHook:
         group = f"{GROUP_PREFIX}{uuid.uuid4().hex[:12]}"
         try:  # on the cell's own thread: its jobs carry the group (pinned thread mode)
             sc.setJobGroup(group, f"notebook cell: {self._title}", interruptOnCancel=True)
+        # best-effort: no job group (a stopped context): no progress for this cell
         except Exception:
             return
-        self.monitor = CellMonitor(sc, group, self._title)
+        self.monitor = CellMonitor(sc, group, self._title, on_cancel=self._quiet_cancel)
         self.monitor.start()
+
+    def _quiet_cancel(self) -> None:
+        """Until the cell ends, show the Spark error a cancel causes as one line.
+
+        The cancelled job raises in the cell (a py4j error with a Java stack); the user
+        asked for it, so it is no bug and gets no traceback. IPython's custom exception
+        hook does it for this cell only; anything else keeps its usual traceback.
+        """
+        shell = self.shell
+        with self._exc_lock:
+            if self._saved_exc is not None or not hasattr(shell, "set_custom_exc"):
+                return
+            self._saved_exc = (shell.custom_exceptions, shell.CustomTB)
+            shell.set_custom_exc((Exception,), _cancelled_traceback)
+
+    def _restore_exc(self) -> None:
+        with self._exc_lock:
+            saved, self._saved_exc = self._saved_exc, None
+        if saved is not None:
+            self.shell.custom_exceptions, self.shell.CustomTB = saved
 
     def post_run_cell(self, result: Any = None) -> None:
         self.running = False
@@ -441,15 +475,34 @@ class ProgressHook:
             # (the same path as the Cancel button; works in sealed sessions, where the
             # interrupt is one of the few requests sent in the clear)
             monitor.request_cancel()
+            # best-effort: a last poll; the cancel itself was requested above
             with contextlib.suppress(Exception):
                 monitor.poll()
         monitor.finish()
+        self._restore_exc()
         try:
             for key in ("spark.jobGroup.id", "spark.job.description",
                         "spark.job.interruptOnCancel"):
                 monitor.sc.setLocalProperty(key, None)
+        # best-effort cleanup: the context may be stopped
         except Exception:
             pass
+
+
+def _cancelled_traceback(shell: Any, etype: type, value: BaseException, tb: Any,
+                         tb_offset: int | None = None) -> list[str]:
+    """IPython custom exception handler of a cancelled cell: shows Spark's error as one
+    line (the error reply and message carry it as their one-line traceback); anything
+    else as IPython always does."""
+    from ppml_kernel.errors import is_spark_error, one_line
+
+    if not is_spark_error(value):
+        shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
+        return []
+    line = one_line(value)
+    stb = [line if "cancel" in line.lower() else f"Cancelled: {line}"]
+    shell._showtraceback(etype, value, stb)
+    return stb
 
 
 _hooks: dict[int, ProgressHook] = {}

@@ -409,3 +409,69 @@ def test_kernel_log_lines_never_become_notebook_output(tmp_path: Path) -> None:
         assert streams == []
     finally:
         stop_kernel(km, relay, kc)
+
+
+PROBE = """
+import threading, time
+from comm import create_comm
+probe_seen = []
+probe = create_comm(target_name="ppml.test.probe")
+_route_before = probe._reply_subshell_for
+def _route(data, default):
+    probe_seen.append(("arrival", threading.current_thread().name, data))
+    return _route_before(data, default)
+probe._reply_subshell_for = _route
+probe.on_msg(lambda m: probe_seen.append(("handled", threading.current_thread().name,
+                                          m["content"]["data"])))
+def wait_for_arrival(seconds):
+    before = len(probe_seen)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and len(probe_seen) == before:
+        time.sleep(0.05)
+    return [s[:2] for s in probe_seen[before:]]
+print(probe.comm_id)
+"""
+
+
+def test_a_sealed_comm_message_reaches_its_comm_while_a_cell_runs(sealed) -> None:
+    """A sealed widget click is opened as it arrives (shell-channel thread), so its comm
+    sees it while the cell holds the main thread; it is handled once, after the cell."""
+    owner, kc = sealed["owner"], sealed["kc"]
+    comm_id = owner.execute(PROBE).outputs[0]["content"]["text"].strip()
+    busy = owner.submit("execute_request",
+                        owner.execute_content("print(wait_for_arrival(20))"))
+    time.sleep(1)
+    click = owner.seal("comm_msg", {"comm_id": comm_id, "data": {"event": "click"}})
+    kc.shell_channel.send(click)
+    printed = owner.collect(busy).outputs[0]["content"]["text"]
+    assert printed.strip() == "[('arrival', 'Shell channel')]", printed
+    seen = owner.execute("print([s[0] for s in probe_seen])").outputs[0]["content"]["text"]
+    assert seen.strip() == "['arrival', 'handled']", seen
+
+
+def test_a_replayed_sealed_click_does_nothing(sealed) -> None:
+    """The relay resends a sealed click it saw (re-signed): neither the comm's arrival
+    hook nor its handler sees it; it is rejected as a replay and counted."""
+    owner, kc, relay = sealed["owner"], sealed["kc"], sealed["relay"]
+    if owner.execute("print('probe' in globals())").outputs[0]["content"]["text"] != "True\n":
+        owner.execute(PROBE)
+    comm_id = owner.execute("print(probe.comm_id)").outputs[0]["content"]["text"].strip()
+    click = owner.seal("comm_msg", {"comm_id": comm_id, "data": {"event": "click"}})
+    kc.shell_channel.send(click)
+    time.sleep(0.5)
+    before = owner.execute(
+        "print(len(probe_seen), get_ipython().kernel.sealing.rejected['replay'])"
+    ).outputs[0]["content"]["text"].split()
+    busy = owner.submit("execute_request",
+                        owner.execute_content("print(wait_for_arrival(5))"))
+    time.sleep(1)
+    replay = copy.deepcopy(click)
+    replay["header"]["date"] = datetime.now(timezone.utc)
+    relay.shell_channel.send(replay)
+    printed = owner.collect(busy).outputs[0]["content"]["text"]
+    assert printed.strip() == "[]", printed
+    time.sleep(0.5)
+    after = owner.execute(
+        "print(len(probe_seen), get_ipython().kernel.sealing.rejected['replay'])"
+    ).outputs[0]["content"]["text"].split()
+    assert after == [before[0], str(int(before[1]) + 1)], (before, after)

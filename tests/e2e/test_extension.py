@@ -57,3 +57,17 @@ def test_end_to_end_in_chromium():
     assert (ROOT / "ppml_kernel" / "labextension" / "package.json").exists(), "extension not built"
     out = run_node_suite("test:e2e", timeout=900)
     assert _count(out, "fail") == 0 and _count(out, "pass") >= 6, out[-3000:]
+
+
+@pytest.mark.browser
+@pytest.mark.spark
+def test_spark_progress_panel_in_chromium():
+    """Issue 13 in a real JupyterLab, sealed: the progress panel's bars grow and finish on
+    a multi-partition encrypted dataset and collapse to one line; Cancel stops the job
+    while the cell runs and the kernel stays usable; a SQL typo is one line
+    (screenshots in test-artifacts/progress/ and test-artifacts/sql-typo/)."""
+    chromium = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+    assert shutil.which(chromium), f"{chromium} missing: apt-get install chromium"
+    assert (ROOT / "ppml_kernel" / "labextension" / "package.json").exists(), "extension not built"
+    out = run_node_suite("test:e2e:progress", timeout=1200)
+    assert _count(out, "fail") == 0 and _count(out, "pass") == 3, out[-3000:]

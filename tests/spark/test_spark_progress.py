@@ -7,11 +7,13 @@ opens ipywidgets' ``jupyter.widget.control`` comm. Without it the kernel draws t
 from __future__ import annotations
 
 import io
+import queue
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -169,11 +171,9 @@ def test_widget_panel_shows_progress_then_a_summary(kernel, dataset):
 
 @pytest.fixture(scope="module")
 def plain_kernel(tmp_path_factory):
-    """A PPML kernel through plain jupyter_client: no dataset key, so not in sealed mode.
-
-    A click reaches a busy kernel only when ipykernel can read the comm id, which a
-    sealed message hides (see the interrupt test for sealed sessions).
-    """
+    """A PPML kernel through plain jupyter_client: no dataset key, so not in sealed mode
+    (clear clicks reach the comm through ipykernel's own routing; sealed ones are opened
+    on arrival by the sealing gate, see the sealed click test)."""
     from jupyter_client.manager import KernelManager
 
     prefix = tmp_path_factory.mktemp("prefix")
@@ -276,3 +276,64 @@ def test_interrupt_cancels_the_cells_jobs_in_a_sealed_session(kernel):
         "print(sc.statusTracker().getActiveJobsIds())\nprint(t.count())")
     printed = "".join(m["content"]["text"] for m in after.outputs if m["msg_type"] == "stream")
     assert printed.split() == ["[]", str(PARTS * ROWS)], after.text()
+
+
+def run_and_click(owner, code: str, timeout: float = 300) -> tuple[list[dict], float, Any]:
+    """Run ``code`` sealed and click the panel's Cancel (a sealed comm message, as the
+    browser sends it) once a job's tasks are known; every opened message, the click's
+    time, and the collected result."""
+    msg_id = owner.session.submit("execute_request", owner.session.execute_content(code))
+    seen: list[dict] = []
+    buttons: list[str] = []
+    bars: list[str] = []
+    deadline = time.monotonic() + timeout
+    clicked = 0.0
+    while not clicked and time.monotonic() < deadline:
+        try:
+            raw = owner.kc.get_iopub_msg(timeout=1)
+        except queue.Empty:
+            continue
+        msg = owner.session._handle_iopub(raw)
+        if msg is None or msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        seen.append(msg)
+        c = msg["content"]
+        if msg["msg_type"] == "comm_open":
+            model = c["data"].get("state", {}).get("_model_name")
+            {"ButtonModel": buttons, "IntProgressModel": bars}.get(model, []).append(
+                c["comm_id"])
+        if msg["msg_type"] == "status" and c.get("execution_state") == "idle":
+            break
+        if (msg["msg_type"] == "comm_msg" and buttons and c["comm_id"] in bars
+                and c["data"].get("state", {}).get("max", 1) > 1):
+            owner.send("comm_msg", {"comm_id": buttons[0], "data": {
+                "method": "custom", "content": {"event": "click"}}})
+            clicked = time.monotonic()
+    assert clicked, text_of(seen)
+    result = owner.session.collect(msg_id, timeout=timeout)
+    return seen + result.messages, clicked, result
+
+
+def test_a_sealed_cancel_click_stops_the_job_while_the_cell_runs(kernel):
+    """In a sealed session the click is a sealed comm message: the kernel opens it as
+    it arrives, so Cancel acts while the cell still holds the main thread."""
+    owner = kernel
+    open_widget_frontend(owner)
+    time.sleep(0.5)
+    msgs, clicked, result = run_and_click(
+        owner, SLOW.format(delay=0.05) + "\n"  # minutes if not cancelled
+        "t.select(slow('amount').alias('a')).agg(F.sum('a')).collect()")
+    stopped = time.monotonic()
+    print(f"stopped {stopped - clicked:.1f} s after the click")
+    assert stopped - clicked < 20, "the sealed click did not stop the job"
+    assert result.reply["content"]["status"] == "error"
+    assert result.reply["content"]["ename"] != "KeyboardInterrupt"
+    errors = [m for m in msgs if m["msg_type"] == "error"]
+    assert len(errors) == 1 and "cancel" in errors[0]["content"]["evalue"].lower(), errors
+    assert len(errors[0]["content"]["traceback"]) == 1, errors[0]["content"]["traceback"]
+    lines = [m["content"]["data"]["text/plain"] for m in msgs
+             if m["msg_type"] == "update_display_data"]
+    assert lines and "(cancelled)" in lines[-1], lines
+    after = owner.execute("1 + 1")
+    assert after.outputs[-1]["content"]["data"]["text/plain"] == "2"
+    assert str(PARTS * ROWS) in owner.execute("t.count()").text()

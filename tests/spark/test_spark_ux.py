@@ -74,6 +74,28 @@ def test_missing_key_is_named_before_spark_starts(session):
     assert ex.text().strip() == "True", "the key check started a JVM"
 
 
+def test_missing_pme_key_is_named_before_spark_starts(session):
+    """A Parquet Modular Encryption dataset keeps its key id in the file's crypto
+    metadata: it is read from there (no Spark, no key) and named once, with how to send it."""
+    import pyarrow as pa
+
+    from ppml_kernel.data.parquet import write_parquet
+
+    kc, _, _, root = session
+    pme = root / "pme-dataset"
+    pme.mkdir()
+    kf = write_key_file(root / "pme.key", "ux-pme-key")
+    for p in range(2):
+        write_parquet(pa.table({"id": list(range(p * 10, p * 10 + 10))}),
+                      str(pme / f"part-{p}.parquet"), KeyFileProvider(kf), "ux-pme-key")
+    line = one_red_line(run(kc, f"%ppml load {pme} --as p"))
+    assert "'ux-pme-key'" in line and "%ppml secret ux-pme-key" in line, line
+    assert "%ppml keys import" in line
+    assert line.count("ux-pme-key") == 2, line  # the id, and how to send it: said once
+    ex = run(kc, "from pyspark import SparkContext\nprint(SparkContext._gateway is None)")
+    assert ex.text().strip() == "True", "the key check started a JVM"
+
+
 def test_first_spark_use_is_quiet_and_binds_spark_and_sc(session):
     kc, kf, enc, _ = session
     ex = run(kc, "print(repr(spark))")
@@ -151,6 +173,24 @@ class _Captured(Exception):
 
 
 _Captured.__module__ = "pyspark.errors.exceptions.captured"
+
+
+def test_pme_key_id_is_read_from_the_file_without_a_key(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ppml_kernel.data.errors import DatasetError
+    from ppml_kernel.data.parquet import pme_key_id, write_parquet
+
+    kf = write_key_file(tmp_path / "k.key", "footer-key-9")
+    target = tmp_path / "x.parquet"
+    write_parquet(pa.table({"a": [1, 2]}), str(target), KeyFileProvider(kf), "footer-key-9")
+    kf.unlink()  # no key anywhere: the id is in the file's crypto metadata
+    assert pme_key_id(str(target)) == "footer-key-9"
+    plain = tmp_path / "plain.parquet"
+    pq.write_table(pa.table({"a": [1]}), plain)
+    with pytest.raises(DatasetError, match="no master key id"):
+        pme_key_id(str(plain))
 
 
 def test_one_line_for_spark_and_our_errors():

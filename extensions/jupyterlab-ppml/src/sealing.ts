@@ -75,6 +75,10 @@ export function gateOf(kernel: unknown): SealingGate | undefined {
   return (kernel as { __ppmlGate?: SealingGate }).__ppmlGate;
 }
 
+/** Appended to a clear refusal of a sealed request: it is the server's word, not the enclave's. */
+export const UNAUTHENTICATED_REFUSAL =
+  '(unsealed reply: the enclave did not sign it, so the server may have written it; nothing ran)';
+
 export class SealingGate {
   private _state: GateState = 'unknown';
   private envelope: Envelope | null = null;
@@ -373,10 +377,13 @@ export class SealingGate {
     const content = (msg.content ?? {}) as Record<string, unknown>;
     if (msg.channel === 'shell' && type.endsWith('_reply') && content.status === 'error' && this.sealedRequests.has(parentId)) {
       // The kernel could not open (or refused) one of our sealed requests and says why in
-      // the clear. Show the reason in the cell (as text) and pass the error reply on.
+      // the clear. A clear reply is not authenticated (the server could have written it:
+      // the worst it can do is what dropping the request does), so it is shown as the
+      // server's claim, as text, and passed on as an error reply (nothing ran here).
       const ename = String(content.ename ?? 'PPMLSealedRequestRefused').slice(0, 100);
-      const evalue = String(content.evalue ?? '').slice(0, 1000);
-      this.reject(`the kernel refused a sealed ${this.sealedRequests.get(parentId)}: ${ename}: ${evalue}`);
+      const claim = String(content.evalue ?? '').slice(0, 1000);
+      const evalue = `${claim} ${UNAUTHENTICATED_REFUSAL}`;
+      this.reject(`an unsealed reply says the kernel refused a sealed ${this.sealedRequests.get(parentId)}: ${ename}: ${claim}`);
       if (ename === 'PPMLSealedFrameRejected' && /\((reorder|replay|state)\)/.test(evalue)) {
         // Our numbering and the kernel's disagree (a sealed request was lost on the way):
         // nothing sealed in this session can get through any more; start a new one.

@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import { hex } from '../src/dcap/bytes';
 import { deriveSessionKeys, seal, STREAMS } from '../src/channel/crypto';
 import { encodePlaintext, Envelope } from '../src/channel/envelope';
-import { SealingGate } from '../src/sealing';
+import { SealingGate, UNAUTHENTICATED_REFUSAL } from '../src/sealing';
 
 class FakeConnection {
   sent: any[] = [];
@@ -145,6 +145,11 @@ test('incoming on a verified connection: own sealed opened, foreign ignored, rel
   // A clear error reply to our sealed request (the kernel could not open it): shown with its reason.
   await h(msg('shell', 'execute_reply', { status: 'error', ename: 'PPMLSealedFrameRejected', evalue: 'sealed request rejected (reorder)', traceback: [] }, req.header));
   assert.deepEqual(kc.handled.slice(2).map(m => `${m.channel}:${m.header.msg_type}`), ['iopub:error', 'shell:execute_reply']);
+  // Shown as the server's claim: the text says it is unsealed and may come from the server.
+  for (const shown of kc.handled.slice(2)) {
+    assert.ok(String(shown.content.evalue).endsWith(UNAUTHENTICATED_REFUSAL), shown.content.evalue);
+  }
+  assert.match(rejected.at(-1) ?? '', /^an unsealed reply says the kernel refused a sealed execute_request/);
   // ...but a clear *ok* reply to it is a forgery: dropped.
   await h(msg('shell', 'execute_reply', { status: 'ok', execution_count: 9 }, req.header));
   assert.equal(kc.handled.length, 4);

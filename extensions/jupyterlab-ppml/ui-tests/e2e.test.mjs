@@ -25,23 +25,14 @@
  * <repo>/.venv/bin/python). Run: jlpm test:e2e
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 
-import { chromium } from 'playwright-core';
+import { artifactsDir, badge, launchChromium, notebook, runCell, startLab, stopLab, writeJson } from './lab.mjs';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const REPO = path.resolve(HERE, '..', '..', '..');
-const PYTHON = process.env.PPML_PYTHON || path.join(REPO, '.venv', 'bin', 'python');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const ARTIFACTS = path.join(REPO, 'test-artifacts', 'e2e');
-const LABEXT = path.join(REPO, 'ppml_kernel', 'labextension');
+const ARTIFACTS = artifactsDir('e2e');
 const GOOD_MRENCLAVE = 'aa'.repeat(32);
 const BAD_MRENCLAVE = 'bb'.repeat(32);
 // The secret: its bytes must never cross the Jupyter server in any encoding we can spot.
@@ -71,59 +62,6 @@ const WIRE_CELLS = [
 
 const ctx = {};
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-    srv.on('error', reject);
-  });
-}
-
-function writeJson(file, data) {
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  fs.writeFileSync(file, JSON.stringify(data, null, 1));
-}
-
-function kernelSpec(dir, name, display, env) {
-  writeJson(path.join(dir, 'kernels', name, 'kernel.json'), {
-    argv: [PYTHON, '-m', 'ppml_kernel', '-f', '{connection_file}'],
-    display_name: display,
-    language: 'python',
-    env: { PYTHONPATH: REPO, PPML_TEE: 'simulated', ...env }
-  });
-}
-
-function notebook(kernel, cells) {
-  return {
-    cells: cells.map((source, i) => ({ cell_type: 'code', id: `cell-${i}`, execution_count: null, metadata: {}, outputs: [], source })),
-    metadata: { kernelspec: { name: kernel, display_name: kernel, language: 'python' } },
-    nbformat: 4,
-    nbformat_minor: 5
-  };
-}
-
-async function waitForServer(url, proc, timeoutMs = 90_000) {
-  const end = Date.now() + timeoutMs;
-  while (Date.now() < end) {
-    if (proc.exitCode !== null) {
-      throw new Error(`jupyter lab exited with ${proc.exitCode}`);
-    }
-    try {
-      const r = await fetch(url);
-      if (r.ok) {
-        return;
-      }
-    } catch (e) {
-      // not up yet
-    }
-    await new Promise(r => setTimeout(r, 500));
-  }
-  throw new Error('jupyter lab did not start');
-}
-
 async function shot(page, name) {
   await page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`) });
 }
@@ -144,77 +82,36 @@ function containsSecret(data) {
 }
 
 before(async () => {
-  assert.ok(fs.existsSync(path.join(LABEXT, 'package.json')), 'build the extension first: jlpm build:prod');
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   for (const f of fs.readdirSync(ARTIFACTS)) {
     if (f.startsWith('FAILED-') || f === 'browser-console.log') {
       fs.rmSync(path.join(ARTIFACTS, f), { force: true });
     }
   }
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ppml-e2e-'));
-  const share = path.join(tmp, 'share', 'jupyter');
-  fs.mkdirSync(path.join(share, 'labextensions'), { recursive: true });
-  fs.symlinkSync(LABEXT, path.join(share, 'labextensions', 'jupyterlab-ppml'));
-  kernelSpec(share, 'ppml-demo', 'PPML demo (simulated enclave)', {
-    PPML_SIM_PKI_DIR: path.join(tmp, 'pki-demo'),
-    PPML_SIM_MRENCLAVE: GOOD_MRENCLAVE
+  const lab = await startLab({
+    prefix: 'ppml-e2e-',
+    kernels: {
+      'ppml-demo': { display: 'PPML demo (simulated enclave)', env: { PPML_SIM_MRENCLAVE: GOOD_MRENCLAVE } },
+      'ppml-mismatch': { display: 'PPML other enclave (simulated enclave)', env: { PPML_SIM_MRENCLAVE: BAD_MRENCLAVE } }
+    },
+    settings: { policy: { mrenclave: [GOOD_MRENCLAVE], allowed_tcb_statuses: ['UpToDate', 'SWHardeningNeeded'] } },
+    notebooks: {
+      'demo.ipynb': notebook('ppml-demo', [
+        '%ppml secret db_password --prompt "Password for the demo database"',
+        'import hashlib, ppml_kernel.secrets as s\nprint("computed:", hashlib.sha256(s.get("db_password").encode()).hexdigest()[:16])',
+        '%ppml secrets'
+      ]),
+      'mismatch.ipynb': notebook('ppml-mismatch', ['%ppml secret db_password']),
+      'plain.ipynb': notebook('python3', ['1 + 1']),
+      'wire.ipynb': notebook('ppml-demo', WIRE_CELLS),
+      'bench.ipynb': notebook('ppml-demo', ['x = 1'])
+    },
+    // window.jupyterapp, only for the round-trip measurement
+    extraArgs: ['--ServerApp.log_level=DEBUG', '--LabApp.expose_app_in_browser=True']
   });
-  kernelSpec(share, 'ppml-mismatch', 'PPML other enclave (simulated enclave)', {
-    PPML_SIM_PKI_DIR: path.join(tmp, 'pki-mismatch'),
-    PPML_SIM_MRENCLAVE: BAD_MRENCLAVE
-  });
-  const settings = path.join(tmp, 'settings');
-  writeJson(path.join(settings, '@jupyterlab', 'apputils-extension', 'notification.jupyterlab-settings'), {
-    fetchNews: 'false',
-    checkForUpdates: false
-  });
-  writeJson(path.join(settings, 'jupyterlab-ppml', 'plugin.jupyterlab-settings'), {
-    policy: { mrenclave: [GOOD_MRENCLAVE], allowed_tcb_statuses: ['UpToDate', 'SWHardeningNeeded'] }
-  });
-  const work = path.join(tmp, 'work');
-  fs.mkdirSync(work);
-  writeJson(
-    path.join(work, 'demo.ipynb'),
-    notebook('ppml-demo', [
-      '%ppml secret db_password --prompt "Password for the demo database"',
-      'import hashlib, ppml_kernel.secrets as s\nprint("computed:", hashlib.sha256(s.get("db_password").encode()).hexdigest()[:16])',
-      '%ppml secrets'
-    ])
-  );
-  writeJson(path.join(work, 'mismatch.ipynb'), notebook('ppml-mismatch', ['%ppml secret db_password']));
-  writeJson(path.join(work, 'plain.ipynb'), notebook('python3', ['1 + 1']));
-  writeJson(path.join(work, 'wire.ipynb'), notebook('ppml-demo', WIRE_CELLS));
-  writeJson(path.join(work, 'bench.ipynb'), notebook('ppml-demo', ['x = 1']));
-  const port = await freePort();
-  const token = randomBytes(16).toString('hex');
-  const log = path.join(tmp, 'server.log');
-  const env = {
-    ...process.env,
-    JUPYTER_PATH: share,
-    JUPYTER_CONFIG_DIR: path.join(tmp, 'config'),
-    JUPYTER_DATA_DIR: path.join(tmp, 'data'),
-    JUPYTER_RUNTIME_DIR: path.join(tmp, 'runtime'),
-    JUPYTER_PLATFORM_DIRS: '1'
-  };
-  const server = spawn(
-    PYTHON,
-    [
-      '-m', 'jupyterlab', '--no-browser', '--ServerApp.ip=127.0.0.1', `--ServerApp.port=${port}`,
-      `--IdentityProvider.token=${token}`, `--ServerApp.root_dir=${work}`,
-      `--LabApp.user_settings_dir=${settings}`, `--LabApp.workspaces_dir=${path.join(tmp, 'workspaces')}`,
-      '--ServerApp.log_level=DEBUG', '--ServerApp.allow_root=True',
-      // window.jupyterapp, only for the round-trip measurement
-      '--LabApp.expose_app_in_browser=True'
-    ],
-    { env, stdio: ['ignore', fs.openSync(log, 'w'), fs.openSync(log, 'a')] }
-  );
-  Object.assign(ctx, { tmp, port, token, server, log, work, settings, frames: [], http: [] });
-  await waitForServer(`http://127.0.0.1:${port}/api/status?token=${token}`, server);
-  ctx.browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run']
-  });
+  const { tmp, port, token, server, log, work, settings } = lab;
+  Object.assign(ctx, { lab, tmp, port, token, server, log, work, settings, frames: [], http: [] });
+  ctx.browser = await launchChromium();
   // One browser profile (context) for the owner: pages in it share the owner key (IndexedDB)
   // and the remembered simulated roots (localStorage).
   ctx.context = await ctx.browser.newContext({ viewport: { width: 1400, height: 900 } });
@@ -224,14 +121,7 @@ before(async () => {
 });
 
 after(async () => {
-  await ctx.browser?.close();
-  if (ctx.server && ctx.server.exitCode === null) {
-    ctx.server.kill('SIGTERM');
-    await new Promise(r => setTimeout(r, 2000));
-    if (ctx.server.exitCode === null) {
-      ctx.server.kill('SIGKILL');
-    }
-  }
+  await stopLab(ctx.lab, ctx.browser);
 });
 
 /**
@@ -262,8 +152,6 @@ function record(page, who) {
   });
 }
 
-const badge = page => page.locator('#jp-main-statusbar .ppml-status');
-
 /** Run a test step; on failure save a screenshot named after it. */
 function step(name, fn) {
   return async () => {
@@ -274,13 +162,6 @@ function step(name, fn) {
       throw e;
     }
   };
-}
-
-async function runCell(page, index) {
-  const cell = page.locator('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell').nth(index);
-  await cell.locator('.jp-InputArea-editor').click();
-  await page.keyboard.press('Shift+Enter');
-  return cell;
 }
 
 async function palette(page, label) {

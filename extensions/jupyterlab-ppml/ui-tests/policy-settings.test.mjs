@@ -17,136 +17,39 @@
  * Needs what e2e.test.mjs needs (jlpm build:prod, chromium, $PPML_PYTHON).
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 
-import { chromium } from 'playwright-core';
+import { artifactsDir, badge, launchChromium, notebook, startLab, stopLab, writeJson } from './lab.mjs';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const REPO = path.resolve(HERE, '..', '..', '..');
-const PYTHON = process.env.PPML_PYTHON || path.join(REPO, '.venv', 'bin', 'python');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const ARTIFACTS = path.join(REPO, 'test-artifacts', 'e2e');
-const LABEXT = path.join(REPO, 'ppml_kernel', 'labextension');
+const ARTIFACTS = artifactsDir('e2e');
 const MRENCLAVE = 'aa'.repeat(32);
 const VALID = { mrenclave: [MRENCLAVE], allowed_tcb_statuses: ['UpToDate', 'SWHardeningNeeded'] };
 
 const ctx = {};
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-    srv.on('error', reject);
-  });
-}
-
-function writeJson(file, data) {
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  fs.writeFileSync(file, JSON.stringify(data, null, 1));
-}
-
 function writeSettings(content) {
   writeJson(path.join(ctx.settings, 'jupyterlab-ppml', 'plugin.jupyterlab-settings'), content);
 }
 
-async function waitForServer(url, proc, timeoutMs = 90_000) {
-  const end = Date.now() + timeoutMs;
-  while (Date.now() < end) {
-    if (proc.exitCode !== null) {
-      throw new Error(`jupyter lab exited with ${proc.exitCode}`);
-    }
-    try {
-      if ((await fetch(url)).ok) {
-        return;
-      }
-    } catch (e) {
-      // not up yet
-    }
-    await new Promise(r => setTimeout(r, 500));
-  }
-  throw new Error('jupyter lab did not start');
-}
-
 before(async () => {
-  assert.ok(fs.existsSync(path.join(LABEXT, 'package.json')), 'build the extension first: jlpm build:prod');
   fs.mkdirSync(ARTIFACTS, { recursive: true });
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ppml-policy-e2e-'));
-  const share = path.join(tmp, 'share', 'jupyter');
-  fs.mkdirSync(path.join(share, 'labextensions'), { recursive: true });
-  fs.symlinkSync(LABEXT, path.join(share, 'labextensions', 'jupyterlab-ppml'));
-  writeJson(path.join(share, 'kernels', 'ppml-demo', 'kernel.json'), {
-    argv: [PYTHON, '-m', 'ppml_kernel', '-f', '{connection_file}'],
-    display_name: 'PPML demo (simulated enclave)',
-    language: 'python',
-    env: { PYTHONPATH: REPO, PPML_TEE: 'simulated', PPML_SIM_PKI_DIR: path.join(tmp, 'pki'), PPML_SIM_MRENCLAVE: MRENCLAVE }
+  const lab = await startLab({
+    prefix: 'ppml-policy-e2e-',
+    kernels: { 'ppml-demo': { display: 'PPML demo (simulated enclave)', env: { PPML_SIM_MRENCLAVE: MRENCLAVE } } },
+    notebooks: { 'demo.ipynb': notebook('ppml-demo', ['%ppml secret db_password']) },
+    // window.jupyterapp, to change the setting through JupyterLab's own SettingRegistry
+    extraArgs: ['--LabApp.expose_app_in_browser=True']
   });
-  ctx.settings = path.join(tmp, 'settings');
-  writeJson(path.join(ctx.settings, '@jupyterlab', 'apputils-extension', 'notification.jupyterlab-settings'), {
-    fetchNews: 'false',
-    checkForUpdates: false
-  });
-  const work = path.join(tmp, 'work');
-  fs.mkdirSync(work);
-  writeJson(path.join(work, 'demo.ipynb'), {
-    cells: [{ cell_type: 'code', execution_count: null, metadata: {}, outputs: [], source: '%ppml secret db_password' }],
-    metadata: { kernelspec: { name: 'ppml-demo', display_name: 'ppml-demo', language: 'python' } },
-    nbformat: 4,
-    nbformat_minor: 5
-  });
-  const port = await freePort();
-  const token = randomBytes(16).toString('hex');
-  const log = path.join(tmp, 'server.log');
-  const env = {
-    ...process.env,
-    JUPYTER_PATH: share,
-    JUPYTER_CONFIG_DIR: path.join(tmp, 'config'),
-    JUPYTER_DATA_DIR: path.join(tmp, 'data'),
-    JUPYTER_RUNTIME_DIR: path.join(tmp, 'runtime'),
-    JUPYTER_PLATFORM_DIRS: '1'
-  };
-  const server = spawn(
-    PYTHON,
-    [
-      '-m', 'jupyterlab', '--no-browser', '--ServerApp.ip=127.0.0.1', `--ServerApp.port=${port}`,
-      `--IdentityProvider.token=${token}`, `--ServerApp.root_dir=${work}`,
-      `--LabApp.user_settings_dir=${ctx.settings}`, `--LabApp.workspaces_dir=${path.join(tmp, 'workspaces')}`,
-      // window.jupyterapp, to change the setting through JupyterLab's own SettingRegistry
-      '--LabApp.expose_app_in_browser=True', '--ServerApp.allow_root=True'
-    ],
-    { env, stdio: ['ignore', fs.openSync(log, 'w'), fs.openSync(log, 'a')] }
-  );
-  Object.assign(ctx, { tmp, port, token, server, url: `http://127.0.0.1:${port}/lab/tree/demo.ipynb?token=${token}` });
-  await waitForServer(`http://127.0.0.1:${port}/api/status?token=${token}`, server);
-  ctx.browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run']
-  });
+  Object.assign(ctx, { lab, settings: lab.settings, url: lab.url('lab/tree/demo.ipynb') });
+  ctx.browser = await launchChromium();
   ctx.page = await ctx.browser.newPage({ viewport: { width: 1400, height: 900 } });
 });
 
 after(async () => {
-  await ctx.browser?.close();
-  if (ctx.server && ctx.server.exitCode === null) {
-    ctx.server.kill('SIGTERM');
-    await new Promise(r => setTimeout(r, 2000));
-    if (ctx.server.exitCode === null) {
-      ctx.server.kill('SIGKILL');
-    }
-  }
+  await stopLab(ctx.lab, ctx.browser);
 });
-
-const badge = page => page.locator('#jp-main-statusbar .ppml-status');
 
 function step(name, fn) {
   return async () => {
