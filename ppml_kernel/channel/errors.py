@@ -3,11 +3,8 @@
 A :class:`~ppml_kernel.errors.PPMLError` (one line for the user); each subclass also keeps
 the builtin base it had (``ValueError`` for malformed input, ``RuntimeError`` for a failed
 exchange), so existing ``except ValueError`` handlers still see them. Messages never hold
-a secret or key material: they reach the browser, notebooks and logs.
-
-Not derived from it on purpose: ``ChannelCryptoError`` in :mod:`ppml_kernel.channel.crypto`
-(the AEAD/ECDH primitives may move to a shared base module below every layer, which must
-not import this one).
+a secret or key material: they reach the browser, notebooks and logs. (The AEAD/ECDH
+primitives themselves are the base module :mod:`ppml_kernel.crypto`, below every layer.)
 """
 
 from __future__ import annotations

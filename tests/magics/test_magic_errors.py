@@ -135,6 +135,7 @@ def test_every_package_has_an_errors_module_with_a_ppml_error_base() -> None:
 @pytest.mark.parametrize(("module", "name", "builtin"), [
     ("ppml_kernel.tee", "AttesterError", RuntimeError),
     ("ppml_kernel.channel.protocol", "ProtocolError", ValueError),
+    ("ppml_kernel.channel.crypto", "ChannelCryptoError", ValueError),
     ("ppml_kernel.channel.manager", "ChannelError", RuntimeError),
     ("ppml_kernel.channel.atrest", "SealedNotebookError", ValueError),
     ("ppml_kernel.channel.sealed_client", "SealedClientError", RuntimeError),
