@@ -53,6 +53,7 @@ class ReadPlan:
     spec: TableSpec
     partitions: tuple[Any, ...]  # spark_source.PPMLPartition (kept untyped: no pyspark here)
     key_options: Mapping[str, str]
+    counts: tuple[int, ...] = ()  # records per partition, counted when the plan was made
 
 
 class SplitCursor:
@@ -102,7 +103,21 @@ class SplitCursor:
                 self._buf[0] = b.slice(need)
                 need = 0
         self.pos = start + n
+        if self.plan.counts and self.pos == self.plan.counts[self.index]:
+            self._check_exhausted()
         return pa.Table.from_batches(out, schema=self.target) if out else self.target.empty_table()
+
+    def _check_exhausted(self) -> None:
+        """The partition holds no record beyond the counted ones (files changed since?)."""
+        while not any(b.num_rows for b in self._buf):
+            self._buf.clear()
+            try:
+                self._buf.append(next(self._gen))
+            except StopIteration:
+                return
+        raise DatasetError(
+            f"record count mismatch in partition {self.index}: the parser found more records "
+            "than were counted when the dataset was loaded (did a file change? load it again)")
 
     def _skip(self, n: int) -> None:
         while n > 0:

@@ -197,15 +197,17 @@ def write_parquet(table_or_batches: pa.Table | Sequence[pa.RecordBatch], path: s
     """Write a PME-encrypted Parquet file; returns the number of rows written."""
     if isinstance(table_or_batches, pa.Table):
         schema = table_or_batches.schema
-        batches: Sequence[pa.RecordBatch] = table_or_batches.to_batches()
-    else:
-        batches = table_or_batches
-        if schema is None:
-            raise ValueError("schema is required when writing batches")
+    elif schema is None:
+        raise ValueError("schema is required when writing batches")
     rows = 0
     with pq.ParquetWriter(path, schema, encryption_properties=encryption_properties(
             provider, key_id), compression="snappy") as writer:
-        for b in batches:
+        if isinstance(table_or_batches, pa.Table):
+            # Row groups of row_group_rows, as pq.write_table makes them (not one per
+            # incoming batch): the same layout as a plaintext copy written that way.
+            writer.write_table(table_or_batches, row_group_size=row_group_rows)
+            return table_or_batches.num_rows
+        for b in table_or_batches:
             writer.write_batch(b, row_group_size=row_group_rows)
             rows += b.num_rows
     return rows

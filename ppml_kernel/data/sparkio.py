@@ -91,6 +91,7 @@ def read(spark: SparkSession, path: str | os.PathLike[str] | Iterable[str],
     from pyspark.sql.functions import arrow_udf
 
     from ppml_kernel.data.late import ColumnFunction, ReadPlan
+    from ppml_kernel.data.refcounts import partition_counts, ref_frame
     from ppml_kernel.data.spark_source import (
         REF_COLUMN,
         arrow_to_spark,
@@ -126,18 +127,23 @@ def read(spark: SparkSession, path: str | os.PathLike[str] | Iterable[str],
             opts["splitbytes"] = str(choose_split_bytes(total,
                                                         spark.sparkContext.defaultParallelism))
     partitions = plan_partitions({**opts, "format": fmt}, fmt, files, infos)
-    refs = (
-        spark.read.format("ppml")
-        .options(**opts)
-        .option("format", fmt)
-        .option("mode", "refs")
-        .option("dataschema", spark_schema.json())
-        .option("manifest", partitions_to_manifest(partitions))
-        .load()
-    )
+
+    def refs_scan() -> DataFrame:  # the data source's refs mode, for counting large data
+        return (
+            spark.read.format("ppml")
+            .options(**opts)
+            .option("format", fmt)
+            .option("mode", "refs")
+            .option("dataschema", spark_schema.json())
+            .option("manifest", partitions_to_manifest(partitions))
+            .load()
+        )
+
+    spec = table_spec(fmt, arrow_schema, opts)
+    counts = partition_counts(spark, partitions, spec, opts, refs_scan)
+    refs = ref_frame(spark, counts)
     key_options = {k: v for k, v in opts.items() if k in ("keysource", "keyfile", "keybroker")}
-    plan = ReadPlan(uuid.uuid4().hex, table_spec(fmt, arrow_schema, opts), tuple(partitions),
-                    key_options)
+    plan = ReadPlan(uuid.uuid4().hex, spec, tuple(partitions), key_options, tuple(counts))
     columns = []
     for field in spark_schema.fields:
         fn = arrow_udf(ColumnFunction(plan, field.name), field.dataType).asNondeterministic()
