@@ -194,8 +194,9 @@ def _uncommented(path: Path) -> list[int]:
     bad = []
     for n in _broad_lines(path):
         line = text[n - 1]
-        above = [text[j] for j in range(max(0, n - 4), n - 1) if text[j].lstrip().startswith("#")]
-        if not (_WHY.search(line) or any(_WHY.search(a) for a in above)):
+        near = [text[j] for j in range(max(0, n - 4), min(len(text), n + 1))
+                if text[j].lstrip().startswith("#")]  # just above, or first in the body
+        if not (_WHY.search(line) or any(_WHY.search(a) for a in near)):
             bad.append(n)
     return bad
 
