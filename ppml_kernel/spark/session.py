@@ -115,7 +115,7 @@ def announce(spark: SparkSession) -> None:
     for callback in list(_listeners):
         try:
             callback(spark)
-        except Exception:  # a display problem must not fail the user's query
+        except Exception:  # boundary: listeners are callbacks; display must not fail a query
             import logging
 
             logging.getLogger(__name__).debug("session listener failed", exc_info=True)
