@@ -5,7 +5,7 @@ REPORT_DATA, simulated quote, transcript, key schedule) with collateral already 
 hand, i.e. without a collateral fetch. Target: median <= 20 ms.
 
 Browser side: quote verification in headless Chromium is measured by the end-to-end
-test (tests/test_extension.py), which writes test-artifacts/e2e/verify-times.json;
+test (tests/e2e/test_extension.py), which writes test-artifacts/e2e/verify-times.json;
 this script prints that median next to the kernel's. Target: median <= 50 ms.
 
 Usage: python benchmarks/bench_channel.py [--runs N]

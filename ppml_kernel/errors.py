@@ -57,7 +57,7 @@ def one_line(exc: BaseException) -> str:
     if callable(get):
         try:
             condition = get()
-        except Exception:  # py4j errors may not carry one
+        except Exception:  # best-effort probe: py4j errors may not carry one
             condition = None
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     # py4j: "An error occurred while calling o42.save.\n: org.apache...Exception: [X] msg"

@@ -1,6 +1,6 @@
 """TPC-H on encrypted data: generate, encrypt as the data owner would, load, query.
 
-Shared by ``benchmarks/bench_tpch.py`` and ``tests/test_tpch.py`` so the benchmark and
+Shared by ``benchmarks/bench_tpch.py`` and ``tests/spark/test_tpch.py`` so the benchmark and
 the test run exactly the same data preparation and the same 22 queries (``q1.sql`` ..
 ``q22.sql`` next to this file, written from the TPC-H specification with the
 validation-run substitution parameters).

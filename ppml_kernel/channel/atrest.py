@@ -20,6 +20,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ppml_kernel.channel.crypto import lp
+from ppml_kernel.channel.errors import AttestedChannelError
 from ppml_kernel.channel.protocol import b64decode, b64encode
 
 MIME = "application/vnd.ppml.sealed-output+json"
@@ -34,7 +35,7 @@ PLACEHOLDER = (
 SOURCE_PLACEHOLDER = "# [sealed cell source: readable only where this notebook was run]"
 
 
-class SealedNotebookError(ValueError):
+class SealedNotebookError(AttestedChannelError, ValueError):
     """A sealed cell could not be opened (wrong key, or the file was modified)."""
 
 

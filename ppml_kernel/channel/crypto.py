@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 
 from ppml_kernel import crypto as _c
+from ppml_kernel.channel.errors import AttestedChannelError
 from ppml_kernel.channel.protocol import NONCE_SIZE as NONCE_SIZE
 from ppml_kernel.channel.protocol import PROTOCOL as PROTOCOL
 from ppml_kernel.channel.protocol import PUBLIC_KEY_SIZE as PUBLIC_KEY_SIZE
@@ -63,7 +64,7 @@ STREAMS: dict[int, str] = {
 BROWSER_STREAMS = frozenset({DIR_B2K, DIR_B2K_SHELL, DIR_B2K_STDIN})
 
 
-class ChannelCryptoError(ValueError):
+class ChannelCryptoError(AttestedChannelError, ValueError):
     """A frame or key failed a cryptographic check. Never carries secret material."""
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ppml_kernel.channel import protocol
+from ppml_kernel.channel.errors import AttestedChannelError
 from ppml_kernel.channel.protocol import ProtocolError
 from ppml_kernel.tee.base import Attester
 
@@ -43,7 +44,7 @@ NO_SESSION_HELP = (
 )
 
 
-class ChannelError(RuntimeError):
+class ChannelError(AttestedChannelError, RuntimeError):
     """A secret could not be obtained; the message says why (never the secret)."""
 
 
@@ -153,7 +154,9 @@ class ChannelManager:
     def _handshake(self, ref: str, data: object, send: Send, close: Close | None) -> None:
         try:
             session = _session_class()(ref, self.owners())
-        except Exception as exc:  # a broken or missing ``cryptography``: say so, stay alive
+        # boundary: importing the session's crypto (``cryptography``'s native code) can
+        # fail in many ways; the browser hears why and the kernel stays alive
+        except Exception as exc:
             why = f"{type(exc).__name__}: {exc}"
             log.warning("the attested channel is unavailable: %s", why)
             self._reject(send, "attester", f"the kernel cannot load its channel crypto ({why})")
@@ -167,7 +170,9 @@ class ChannelManager:
             self._reject(send, exc.code, str(exc))
             self._close_transport(close)
             return
-        except Exception as exc:  # attester failure: say so, keep the kernel alive
+        # boundary: the attester is a plugin (entry point) talking to a device; whatever
+        # it raises is reported to the browser, and the kernel stays alive
+        except Exception as exc:
             log.warning("attestation failed: %s", exc)
             self._reject(send, "attester", f"the enclave could not produce a quote: {exc}")
             self._close_transport(close)
@@ -198,7 +203,7 @@ class ChannelManager:
             return
         try:
             close()
-        except Exception:
+        except Exception:  # boundary: cleanup through the transport's own callback
             log.debug("could not close a channel comm", exc_info=True)
 
     def _drop(self, ref: str) -> None:
@@ -247,7 +252,7 @@ class ChannelManager:
             self.errors = [*self.errors[-19:], f"{code}: {message}"]
         try:
             send(protocol.error_message(code, message, seq))
-        except Exception:  # the transport is gone; nothing to tell
+        except Exception:  # boundary: the transport's callback; it is gone, nothing to tell
             log.debug("could not send channel error", exc_info=True)
 
     def _dispatch(self, session: ServerSession, send: Send, inner: dict[str, Any]) -> None:
@@ -309,7 +314,7 @@ class ChannelManager:
         for session, send in self._ready_targets():
             try:
                 send(session.seal(message))
-            except Exception:
+            except Exception:  # boundary: one dead transport must not stop the broadcast
                 log.debug("could not send mode change", exc_info=True)
 
     def _on_secret(self, session: ServerSession, send: Send, inner: dict[str, Any]) -> None:
@@ -344,7 +349,7 @@ class ChannelManager:
         else:
             try:
                 self.secret_sink(name, value, "browser")
-            except Exception as exc:
+            except Exception as exc:  # boundary: the sink is a callback; answer, name no value
                 result.update(
                     ok=False, message=f"could not store secret {name!r}: {type(exc).__name__}"
                 )
@@ -433,7 +438,7 @@ class ChannelManager:
                 try:
                     send(session.seal(request))
                     sent += 1
-                except Exception:
+                except Exception:  # boundary: a dead transport; the other sessions still ask
                     log.debug("could not send secret request", exc_info=True)
             if not sent:
                 reason = "the request could not be sent"
@@ -490,5 +495,5 @@ class ChannelManager:
             }
             try:
                 send(session.seal(cancel))
-            except Exception:
+            except Exception:  # boundary: best-effort cancel through a transport callback
                 log.debug("could not cancel secret request", exc_info=True)

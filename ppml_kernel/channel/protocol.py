@@ -17,6 +17,7 @@ import re
 from typing import Any
 
 from ppml_kernel import b64 as _b64
+from ppml_kernel.channel.errors import AttestedChannelError
 
 PROTOCOL = "ppml-attest/2"
 TARGET_NAME = "ppml.attest/2"
@@ -59,7 +60,7 @@ NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 
 
-class ProtocolError(ValueError):
+class ProtocolError(AttestedChannelError, ValueError):
     """A message does not follow ``ppml-attest/2``. ``code`` goes to the browser."""
 
     def __init__(self, code: str, message: str) -> None:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ppml_kernel.channel import protocol
 from ppml_kernel.channel.client import BrowserClient, simulated_root
+from ppml_kernel.channel.errors import AttestedChannelError
 from ppml_kernel.channel.protocol import TARGET_NAME, ProtocolError
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ InputProvider = Callable[[str, bool], str]  # (prompt, password) -> answer
 OUTPUT_TYPES = ("stream", "display_data", "execute_result", "error", "update_display_data")
 
 
-class SealedClientError(RuntimeError):
+class SealedClientError(AttestedChannelError, RuntimeError):
     """Attestation or a sealed exchange failed; the message says why (never a secret)."""
 
 

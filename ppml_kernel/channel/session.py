@@ -95,7 +95,9 @@ class ServerSession:
         if collateral is None and collateral_provider is not None:
             try:
                 collateral = collateral_provider(quote)
-            except Exception as exc:  # the browser shows the reason; the session stays usable
+            # boundary: the collateral provider is a callback (PCCS over the network);
+            # the browser shows the reason and the session stays usable
+            except Exception as exc:
                 collateral_error = f"{type(exc).__name__}: {exc}"
         t3 = time.perf_counter()
         th = crypto.transcript_hash(nonce, browser_pub, enclave_pub, owner_pub, digest, quote)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from importlib import import_module
 
 from ppml_kernel import __version__
+from ppml_kernel.cli.errors import CLIError
 
 COMMAND_MODULES: tuple[str, ...] = (
     "ppml_kernel.cli.install",
@@ -44,6 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
+    except CLIError as exc:  # the one place a command's expected error becomes one line
+        return fail(str(exc), exc.code, command=exc.command)
     except KeyboardInterrupt:
         print("ppml-kernel: interrupted", file=sys.stderr)
         return 130

@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def build_spec(args: argparse.Namespace) -> dict:
     if args.tee == "occlum" and args.instance:
-        from ppml_kernel.kernel.occlum_spec import occlum_kernelspec
+        from ppml_kernel.occlum.kernelspec import occlum_kernelspec
 
         return occlum_kernelspec(args.instance, args.name, args.display_name)
     if args.instance:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ppml_kernel.cli import fail
+from ppml_kernel.cli.errors import CLIError
 
 EXIT_CELL_ERROR = 1
 EXIT_UNUSABLE = 2
@@ -157,10 +158,11 @@ def run(args: argparse.Namespace) -> int:
     km = KernelManager(kernel_name=kernel)
     try:
         km.start_kernel(cwd=str(path.resolve().parent))
-    except Exception as exc:  # no such kernelspec, a bad argv: one clear line
-        return fail(
-            f"cannot start kernel {kernel!r}: {exc}", EXIT_UNUSABLE, command="ppml-kernel run"
-        )
+    # boundary: jupyter_client and the kernelspec's provisioner (an entry point, any
+    # package) raise what they like; no such kernelspec or a bad argv is one clear line
+    except Exception as exc:
+        raise CLIError(f"cannot start kernel {kernel!r}: {exc}", EXIT_UNUSABLE,
+                       command="ppml-kernel run") from None
     kc = km.client()
     kc.start_channels()
     failed = False

@@ -315,6 +315,8 @@ def _load_sklearn(path: Path, provider: KeyProvider, trusted: Sequence[str] | No
 
 
 def _load_spark(root: Path, manifest: dict[str, Any], cls: Any, provider: KeyProvider) -> Any:
+    from py4j.protocol import Py4JError
+    from pyspark.errors import PySparkException
     from pyspark.sql import SparkSession
 
     from ppml_kernel.data.parquet import EncryptedParquet
@@ -348,6 +350,8 @@ def _load_spark(root: Path, manifest: dict[str, Any], cls: Any, provider: KeyPro
                         out.write(view)
         try:
             return cls.load(f"file://{plain}")
-        except Exception as exc:  # Spark's errors carry a JVM stack: keep the first line
+        # Spark's own errors (the JVM's via py4j, pyspark's) and a bad staged file; they
+        # carry a JVM stack: keep the first line
+        except (Py4JError, PySparkException, OSError, ValueError) as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
             raise DatasetError(f"{root}: cannot load the model: {first}") from None

@@ -99,8 +99,9 @@ def partition_counts(spark: SparkSession, partitions: Sequence[Any], spec: Table
                     counts[i] = count_in_process(partitions[i], spec, provider)
                 counted = True
             except Exception:
-                # A wrong key, a modified chunk, a key source only executors can use:
-                # let the executors count, so an error reads exactly as a query's would.
+                # best-effort: a wrong key, a modified chunk, a key source only executors
+                # can use (any provider): let the executors count, so an error reads
+                # exactly as a query's would.
                 pass
         if not counted:
             found = _count_with_spark(refs_frame())

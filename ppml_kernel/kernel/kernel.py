@@ -102,7 +102,8 @@ class PPMLKernel(IPythonKernel):
 
         try:
             opened = self.sealing.preopen(msg, self.session, routable)
-        except Exception:  # never let early opening break the channel; the main thread decides
+        # boundary: never let early opening break the channel; the main thread decides
+        except Exception:
             self.log.warning("could not open a sealed message on arrival", exc_info=True)
             opened = None
         if opened is not None:
@@ -120,7 +121,7 @@ class PPMLKernel(IPythonKernel):
             return
         try:
             route(content.get("data"), msg["header"].get("subshell_id"))
-        except Exception:
+        except Exception:  # boundary: a comm's routing hook is a callback (any widget)
             self.log.debug("a comm's routing hook failed", exc_info=True)
 
     async def dispatch_shell(self, msg: Any, /, subshell_id: str | None = None,
@@ -168,7 +169,7 @@ class PPMLKernel(IPythonKernel):
                     continue
             except KeyboardInterrupt:
                 raise KeyboardInterrupt("Interrupted by user") from None
-            except Exception:
+            except Exception:  # boundary: a message loop (as ipykernel's); skip a bad reply
                 self.log.warning("Invalid input_reply message", exc_info=False)
                 continue
             value = self.sealing.input_value(reply, parent)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from jupyter_client.kernelspec import KernelSpecManager
 
+from ppml_kernel.kernel.errors import KernelSpecError
+
 DEFAULT_NAME = "ppml"
 TEE_CHOICES = ("simulated", "occlum", "gramine", "tdx", "auto")
 DISPLAY_NAMES = {
@@ -28,7 +30,7 @@ DISPLAY_NAMES = {
 def kernelspec_dict(tee: str, display_name: str | None = None, python: str | None = None) -> dict:
     """The kernel.json content for a locally launched PPML kernel."""
     if tee not in TEE_CHOICES:
-        raise ValueError(f"unknown TEE kind {tee!r}; choose one of {', '.join(TEE_CHOICES)}")
+        raise KernelSpecError(f"unknown TEE kind {tee!r}; choose one of {', '.join(TEE_CHOICES)}")
     return {
         "argv": [python or sys.executable, "-m", "ppml_kernel", "-f", "{connection_file}"],
         "display_name": display_name or DISPLAY_NAMES[tee],

@@ -195,7 +195,7 @@ class SealingGate:
             return
         try:
             holds = self._holds_secrets()
-        except Exception:  # a broken store must not open the gate: fail closed
+        except Exception:  # boundary: a broken store must not open the gate: fail closed
             log.warning("could not check the kernel's secrets; sealing", exc_info=True)
             holds = True
         if holds:
@@ -300,6 +300,8 @@ class SealingGate:
             if _SEALED_MARK not in bytes(raw):
                 return None
             msg["content"] = session.unpack(raw)
+        # best-effort: untrusted frames; the main thread's full deserialisation decides
+        # and records what is wrong with them
         except Exception:
             return None
         if not _is_sealed(msg["content"]):

@@ -90,8 +90,10 @@ def read_key_file(path: str | os.PathLike[str], *, check_mode: bool = True) -> t
             raise ValueError
         key_id = check_key_id(doc["key_id"])
         kek = b64decode(doc["key"])
-    except Exception:
-        # Never chain the parse error: it could quote the file's contents.
+    # not JSON or not UTF-8 (ValueError), not an object (AttributeError), a field missing
+    # or of the wrong type (KeyError, TypeError), a bad key id or base64 (ValueError).
+    # Never chain the parse error: it could quote the file's contents.
+    except (ValueError, KeyError, TypeError, AttributeError):
         raise KeyFileError(
             f"{target} is not a {KEY_FILE_FORMAT} key file (JSON with key_id and key)"
         ) from None

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from html import escape
 
-from ppml_kernel.magics.registry import MagicContext, MagicError, Subcommand
+from ppml_kernel.magics.errors import MagicError, user_errors
+from ppml_kernel.magics.registry import MagicContext, Subcommand
 
 
 class StatusReport:
@@ -59,12 +60,10 @@ def _self_check(ctx: MagicContext, nonce: bytes | None, policy_path: str | None)
     from ppml_kernel.attestation.selfcheck import self_check
     from ppml_kernel.tee import AttesterError
 
-    try:
+    with user_errors(AttesterError, PolicyError, ValueError):
         attester = ctx.attester()
         policy = Policy.load(policy_path) if policy_path else None
         return attester, self_check(attester, nonce=nonce, policy=policy)
-    except (AttesterError, PolicyError, ValueError) as exc:
-        raise MagicError(str(exc)) from None
 
 
 def _status(ctx: MagicContext, args: argparse.Namespace) -> StatusReport:

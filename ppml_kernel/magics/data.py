@@ -12,7 +12,8 @@ import re
 from html import escape
 from typing import Any
 
-from ppml_kernel.magics.registry import MagicContext, MagicError, Subcommand
+from ppml_kernel.magics.errors import MagicError, user_errors
+from ppml_kernel.magics.registry import MagicContext, Subcommand
 from ppml_kernel.magics.secret import Note
 
 DEFAULT_ROWS = 100
@@ -258,10 +259,8 @@ def _save_model(model: Any, args: argparse.Namespace) -> object:
         raise MagicError("a model is saved whole: --mode errorifexists or overwrite")
     key = _default_key(args.key)
     fmt = "pme" if args.format == "parquet" else "aead"
-    try:
+    with user_errors(DatasetError):
         save_model(model, args.path, key, format=fmt, overwrite=args.mode == "overwrite")
-    except DatasetError as exc:
-        raise MagicError(str(exc)) from None
     return SchemaSummary(f"Saved model {args.df} to {args.path}",
                          [("class", type(model).__name__)],
                          [f"Every file encrypted under key id {key!r}; tamper-evident as a "
@@ -276,10 +275,8 @@ def _load_model(ctx: MagicContext, args: argparse.Namespace, name: str) -> objec
     if args.format or args.schema or args.header or args.option:
         raise MagicError(f"{args.path} is a saved model: only --key and --as apply")
     _spark()
-    try:
+    with user_errors(DatasetError):
         model = load_model(args.path, args.key)
-    except DatasetError as exc:
-        raise MagicError(str(exc)) from None
     ctx.shell.user_ns[name] = model
     stages = [type(s).__name__ for s in getattr(model, "stages", [])]
     fields = [("class", type(model).__name__)] + ([("stages", " -> ".join(stages))]
@@ -394,10 +391,8 @@ def _run_keys(ctx: MagicContext, args: argparse.Namespace) -> object:
     if args.action == "import":
         if not args.keyfile:
             raise MagicError("usage: %ppml keys import KEYFILE")
-        try:
+        with user_errors(DatasetError):
             key_id = import_key_file(args.keyfile)
-        except DatasetError as exc:
-            raise MagicError(str(exc)) from None
     ids = default_provider().key_ids()
     store = default_store()
     rows = [(k, key_check_value(store.get(k) or b"\0" * 32).hex()) for k in ids]

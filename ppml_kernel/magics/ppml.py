@@ -1,7 +1,8 @@
 """The ``%ppml`` dispatcher: find the subcommand, parse its arguments, show the result.
 
 Users see one clear line for bad input (unknown subcommand, bad arguments, a
-failing subcommand's :class:`MagicError`), never a traceback.
+failing subcommand's :class:`MagicError`), never a traceback: the magic is wrapped by
+:func:`ppml_kernel.magics.errors.one_red_line`, the one place that decides.
 """
 
 from __future__ import annotations
@@ -16,13 +17,17 @@ from typing import Any, NoReturn
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.display import display
 
-from ppml_kernel.errors import is_expected, one_line
 from ppml_kernel.magics import SUBCOMMAND_MODULES
-from ppml_kernel.magics.registry import MagicContext, MagicError, Subcommand
+from ppml_kernel.magics.errors import STATE, MagicError, one_red_line
+from ppml_kernel.magics.registry import MagicContext, Subcommand
 
 
 class _HelpShown(Exception):
-    """argparse printed help (``-h``); nothing else to do."""
+    """argparse printed help (``-h``); nothing else to do.
+
+    Control flow, not an error: deliberately not a ``PPMLError`` (``run`` catches it and
+    shows nothing), so it can never reach the red line.
+    """
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,12 +60,11 @@ def _debug_args(p: argparse.ArgumentParser) -> None:
 
 
 def _set_debug(ctx: MagicContext, args: argparse.Namespace) -> object:
-    global _debug
     if args.state is not None:
-        _debug = args.state == "on"
+        STATE.debug = args.state == "on"
     from ppml_kernel.magics.secret import Note
 
-    if _debug:
+    if STATE.debug:
         return Note("Debug on: %ppml errors show their full traceback.")
     return Note("Debug off: %ppml errors show one line (add --verbose for one full trace).")
 
@@ -87,9 +91,6 @@ def resolve(words: list[str], table: dict[str, Subcommand]) -> tuple[Subcommand,
             return table[name], words[n:]
     known = ", ".join(sorted(table))
     raise MagicError(f"unknown subcommand {' '.join(words[:1])!r}. Known: {known}. Try %ppml help")
-
-
-_debug = False  # ``%ppml debug on``: full tracebacks for every %ppml error
 
 
 def _verbose(words: list[str]) -> tuple[list[str], bool]:
@@ -123,23 +124,18 @@ def run(line: str, cell: str | None, shell: Any, kernel: Any = None) -> object:
 class PPMLMagics(Magics):
     """``%ppml SUBCOMMAND ...`` and ``%%ppml SUBCOMMAND ...``."""
 
-    @line_cell_magic
-    def ppml(self, line: str, cell: str | None = None) -> None:
-        kernel = getattr(self.shell, "kernel", None)
+    @staticmethod
+    def verbose(line: str) -> bool:
+        """Whether ``line`` asks for the full trace (``--verbose``)."""
         try:
-            _, verbose = _verbose(shlex.split(line))
+            return _verbose(shlex.split(line))[1]
         except ValueError:
-            verbose = False
-        try:
-            result = run(line, cell, self.shell, kernel)
-        except KeyboardInterrupt:
-            _show_error("interrupted")
-            return
-        except Exception as exc:
-            if not is_expected(exc) or verbose or _debug:
-                raise  # a bug, or the user asked for the full trace
-            _show_error(one_line(exc), hint=not isinstance(exc, MagicError))
-            return
+            return False
+
+    @line_cell_magic
+    @one_red_line
+    def ppml(self, line: str, cell: str | None = None) -> None:
+        result = run(line, cell, self.shell, getattr(self.shell, "kernel", None))
         if result is not None:
             show(result)
 
@@ -175,18 +171,6 @@ def show(obj: object) -> None:
         display(obj)
         return
     display({"text/html": left_align(html), "text/plain": repr(obj)}, raw=True)
-
-
-def _show_error(message: str, hint: bool = False) -> None:
-    """One readable error: red HTML in notebooks, plain text elsewhere."""
-    more = " (--verbose or %ppml debug on: full trace)" if hint and "\n" not in message else ""
-    html = (
-        # wrapped at spaces (JupyterLab's output <pre> would break words anywhere)
-        '<pre class="ppml-error" style="color:#b71c1c;white-space:pre-wrap;'
-        'word-break:normal;overflow-wrap:break-word">'
-        f"ppml: {escape(message)}<span style='color:#777'>{escape(more)}</span></pre>"
-    )
-    display({"text/html": html, "text/plain": f"ppml: {message}{more}"}, raw=True)
 
 
 class HelpTable:

@@ -2,7 +2,8 @@
 
 Each feature module exposes ``SUBCOMMANDS``; the dispatcher in
 :mod:`ppml_kernel.magics.ppml` parses arguments with argparse (never letting it
-exit or print a traceback) and shows whatever ``run`` returns.
+exit or print a traceback) and shows whatever ``run`` returns; errors are turned into
+one line in :mod:`ppml_kernel.magics.errors`.
 """
 
 from __future__ import annotations
@@ -12,15 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ppml_kernel.errors import PPMLError
+from ppml_kernel.magics.errors import MagicError
 
 if TYPE_CHECKING:
     from ppml_kernel.tee.base import Attester
 
-
-class MagicError(PPMLError):
-    """A user-facing error: the dispatcher shows the message, never a traceback."""
-
+__all__ = ["MagicContext", "MagicError", "Subcommand"]  # MagicError: where subcommands get it
 
 @dataclass(frozen=True)
 class Subcommand:

@@ -16,7 +16,8 @@ from typing import Any
 from ppml_kernel.channel.jupyter import manager_of
 from ppml_kernel.channel.manager import ChannelError
 from ppml_kernel.channel.protocol import ProtocolError, check_name
-from ppml_kernel.magics.registry import MagicContext, MagicError, Subcommand
+from ppml_kernel.magics.errors import MagicError, user_errors
+from ppml_kernel.magics.registry import MagicContext, Subcommand
 from ppml_kernel.secrets import STORE
 
 
@@ -68,10 +69,8 @@ def _store_answer(name: str, answer: tuple[str, dict[str, Any]]) -> dict[str, An
 
 def run_secret(ctx: MagicContext, args: argparse.Namespace) -> Note:
     """Ask the browser for ``args.name`` and keep it in kernel memory."""
-    try:
+    with user_errors(ProtocolError):
         name = check_name(args.name)
-    except ProtocolError as exc:
-        raise MagicError(str(exc)) from None
     if args.timeout <= 0:
         raise MagicError("--timeout must be a positive number of seconds")
     manager = manager_of(ctx.kernel)
@@ -80,10 +79,8 @@ def run_secret(ctx: MagicContext, args: argparse.Namespace) -> Note:
             "this kernel has no browser channel (it is not a PPML kernel), so it cannot "
             "receive secrets safely"
         )
-    try:
+    with user_errors(ChannelError):
         verdict = _store_answer(name, manager.request_secret_from(name, args.prompt, args.timeout))
-    except ChannelError as exc:
-        raise MagicError(str(exc)) from None
     how, level = _describe(ctx.kernel, verdict)
     return Note(
         f"Secret {name!r} arrived end-to-end encrypted through {how} and is kept in kernel "

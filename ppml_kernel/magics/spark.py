@@ -8,7 +8,8 @@ import sys
 from html import escape
 from typing import Any
 
-from ppml_kernel.magics.registry import MagicContext, MagicError, Subcommand
+from ppml_kernel.magics.errors import MagicError, user_errors
+from ppml_kernel.magics.registry import MagicContext, Subcommand
 from ppml_kernel.magics.secret import Note
 
 
@@ -141,13 +142,13 @@ def _conf_pairs(items: list[str] | None) -> dict[str, str]:
 
 def _connect(ctx: MagicContext, args: argparse.Namespace):
     from ppml_kernel.spark.connect import ConnectError, connect
+    from ppml_kernel.tee import AttesterError
 
     conf = _conf_pairs(args.conf)
-    try:
+    # an unknown or unavailable TEE, its device or its plugin module missing
+    with user_errors(AttesterError, OSError, ImportError, prefix="the driver cannot attest: "):
         attester = ctx.attester()
-    except Exception as exc:
-        raise MagicError(f"the driver cannot attest: {exc}") from None
-    try:
+    with user_errors(ConnectError):
         session = connect(
             args.master,
             policy=args.policy,
@@ -162,8 +163,6 @@ def _connect(ctx: MagicContext, args: argparse.Namespace):
             app_name=args.app_name,
             audit_path=args.audit_log,
         )
-    except ConnectError as exc:
-        raise MagicError(str(exc)) from None
     return session
 
 

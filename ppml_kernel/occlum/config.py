@@ -27,6 +27,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ppml_kernel.occlum.errors import OcclumError
 from ppml_kernel.occlum.sizing import ResourcePlan, plan
 
 ENTRY_POINT = "/bin/ppml-kernel-enclave"
@@ -80,7 +81,7 @@ DENIED_UNTRUSTED_NAMES = frozenset(
 )
 
 
-class OcclumConfigError(ValueError):
+class OcclumConfigError(OcclumError, ValueError):
     """A setting that would produce a broken or unsafe Occlum.json."""
 
 

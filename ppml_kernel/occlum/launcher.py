@@ -21,6 +21,8 @@ import re
 import runpy
 import sys
 
+from ppml_kernel.occlum.errors import OcclumError
+
 CONNECTION_DIR_ENV = "PPML_CONNECTION_DIR"
 DEFAULT_CONNECTION_DIR = "/ppml/conn"
 KERNEL_MODULE_ENV = "PPML_KERNEL_MODULE"  # measured (env.default), never untrusted
@@ -28,7 +30,7 @@ DEFAULT_KERNEL_MODULE = "ppml_kernel"
 CONNECTION_NAME = re.compile(r"^kernel-[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\.json$")
 
 
-class LaunchError(ValueError):
+class LaunchError(OcclumError, ValueError):
     """The host asked for something other than starting the kernel."""
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ppml_kernel.attestation.policy import DEFAULT_ALLOWED_TCB_STATUSES
 from ppml_kernel.attestation.policy import KNOWN_TCB_STATUSES as ALL_TCB_STATUSES
+from ppml_kernel.occlum.errors import OcclumError
 
 SCHEMA = "ppml-reference-values/1"
 DEFAULT_TCB_STATUSES = DEFAULT_ALLOWED_TCB_STATUSES
@@ -29,7 +30,7 @@ KNOWN_TCB_STATUSES = frozenset(ALL_TCB_STATUSES) - {"Revoked"}
 _HEX32 = re.compile(r"^[0-9a-f]{64}$")
 
 
-class ReferenceValuesError(ValueError):
+class ReferenceValuesError(OcclumError, ValueError):
     """Reference values that a verifier could not use safely."""
 
 

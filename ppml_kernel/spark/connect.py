@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ppml_kernel.errors import PPMLError
 from ppml_kernel.keys.broker import protocol as P
+from ppml_kernel.spark.errors import SparkSessionError
 from ppml_kernel.spark.security import AUTH_SECRET, SecurityReport, driver_settings
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ SECRET_PLACEHOLDER = "held-in-driver-credentials"
 SWEEP_GROUP = "ppml-attestation-sweep"
 
 
-class ConnectError(PPMLError, RuntimeError):
+class ConnectError(SparkSessionError, RuntimeError):
     """The session could not be built (the message says what to change)."""
 
 
@@ -202,7 +202,7 @@ class ClusterSession:
     def app_id(self) -> str:
         try:
             return str(self.spark.sparkContext.applicationId)
-        except Exception:
+        except Exception:  # best-effort probe: the context may be stopped or the JVM gone
             return "?"
 
     def executor_ids(self) -> list[str]:
@@ -261,7 +261,7 @@ class ClusterStatus:
         self.session = session
         try:
             self.live = session.executor_ids()
-        except Exception:
+        except Exception:  # best-effort probe: a status report of a stopped context
             self.live = []
         from ppml_kernel.spark.display import BrokerStatus, audit_table
 
@@ -359,12 +359,14 @@ def sweep(sc: Any, broker: KeyBroker, *, exclude_refused: bool = True, timeout: 
 
     try:
         _run_limited(sc, barrier, deadline - time.monotonic())
-    except Exception as exc:  # barrier needs n free slots; fall back to plain tasks
+    # boundary: a Spark job (py4j, JVM, timeout); a barrier needs n free slots, so
+    # fall back to plain tasks and say so
+    except Exception as exc:
         note = f"barrier stage failed ({type(exc).__name__}); probed with plain tasks"
         try:
             plain = sc.parallelize(range(n), n).mapPartitions(_probe_partition(probe_id))
             _run_limited(sc, plain.collect, max(5.0, deadline - time.monotonic()))
-        except Exception as exc2:
+        except Exception as exc2:  # boundary: the fallback job; the report names it
             note += f"; the probe job failed too ({type(exc2).__name__})"
     rows = broker.attestations(probe_id)
     seen = {r.executor_id for r in rows}
@@ -397,14 +399,14 @@ def _run_limited(sc: Any, job: Any, seconds: float) -> None:
 
 
 def _cancel_quietly(sc: Any) -> None:
-    with contextlib.suppress(Exception):  # the context may already be gone
+    with contextlib.suppress(Exception):  # best-effort: the context may already be gone
         sc.cancelJobGroup(SWEEP_GROUP)
 
 
 def _kill_executor(sc: Any, executor_id: str) -> bool:
     try:
         return bool(sc._jsc.sc().killExecutor(executor_id))
-    except Exception:
+    except Exception:  # best-effort: a cluster manager may not support killing executors
         return False
 
 
@@ -563,6 +565,8 @@ def connect(
             sc.setLogLevel(log_level)
             spark = SparkSession.builder.getOrCreate()
             session_seconds = time.perf_counter() - t1
+        # boundary: starting Spark (JVM, py4j, cluster manager) fails in any way; the
+        # broker is stopped and the user gets one line
         except Exception as exc:
             broker.stop()
             raise ConnectError(f"Spark did not start on {master}: {_first_line(exc)}") from None
@@ -586,7 +590,8 @@ def connect(
         try:
             session.attest_executors(exclude_refused=exclude_refused, timeout=sweep_timeout,
                                      expected=expected_executors or _expected(master))
-        except Exception as exc:  # the session stays usable; say why there is no table
+        # boundary: the sweep runs Spark jobs; the session stays usable, say why no table
+        except Exception as exc:
             session.notes.append(f"attestation sweep failed: {_first_line(exc)}")
     session.connect_seconds = time.perf_counter() - t0
     return session

@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ppml_kernel.spark.errors import SparkSessionError
 from ppml_kernel.spark.security import daemon_properties, write_private_properties
 
 DEFAULT_HOST = "127.0.0.1"
@@ -40,7 +41,7 @@ _REGISTRY: dict[str, LocalCluster] = {}
 _REGISTRY_LOCK = threading.Lock()
 
 
-class ClusterError(RuntimeError):
+class ClusterError(SparkSessionError, RuntimeError):
     """A daemon did not start or register (the message names it and its log)."""
 
 

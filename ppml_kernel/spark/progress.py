@@ -137,6 +137,7 @@ class CellMonitor:
         # that sets its own group, like the attestation sweep, replaces the cell's).
         try:
             self.baseline = max(sc.statusTracker().getActiveJobsIds(), default=-1)
+        # best-effort probe: a stopped context or a gone JVM: count every job
         except Exception:
             self.baseline = -1
         ctx = contextvars.copy_context()  # the cell's parent header: output goes under it
@@ -152,7 +153,7 @@ class CellMonitor:
         while not self._stop.wait(POLL_SECONDS):
             try:
                 self.poll()
-            except Exception:  # the JVM went away (spark stop); stop quietly
+            except Exception:  # boundary: a thread loop; the JVM went away
                 return
 
     def request_cancel(self) -> None:
@@ -160,6 +161,7 @@ class CellMonitor:
         if self._stop.is_set() or self.cancel_requested.is_set():
             return
         if self._on_cancel is not None:
+            # boundary: the cancel callback must not stop the cancel
             with contextlib.suppress(Exception):
                 self._on_cancel()
         self.cancel_requested.set()
@@ -207,6 +209,7 @@ class CellMonitor:
             tasks = self.sc._jsc.sc().statusStore().taskList(stage.stage_id, stage.attempt, 200)
             errors = [tasks.apply(i).errorMessage() for i in range(tasks.size())]
             texts = [e.get() for e in errors if e.isDefined()]
+        # best-effort probe: Spark's status store may be gone; say where the logs are
         except Exception:
             texts = []
         for text in texts or ["see %ppml spark logs"]:
@@ -251,6 +254,7 @@ class CellMonitor:
         self._stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
+        # best-effort: a last poll of a context that may be stopped
         with contextlib.suppress(Exception):
             self.poll()
         if self._panel is not None:
@@ -435,6 +439,7 @@ class ProgressHook:
         group = f"{GROUP_PREFIX}{uuid.uuid4().hex[:12]}"
         try:  # on the cell's own thread: its jobs carry the group (pinned thread mode)
             sc.setJobGroup(group, f"notebook cell: {self._title}", interruptOnCancel=True)
+        # best-effort: no job group (a stopped context): no progress for this cell
         except Exception:
             return
         self.monitor = CellMonitor(sc, group, self._title, on_cancel=self._quiet_cancel)
@@ -470,6 +475,7 @@ class ProgressHook:
             # (the same path as the Cancel button; works in sealed sessions, where the
             # interrupt is one of the few requests sent in the clear)
             monitor.request_cancel()
+            # best-effort: a last poll; the cancel itself was requested above
             with contextlib.suppress(Exception):
                 monitor.poll()
         monitor.finish()
@@ -478,6 +484,7 @@ class ProgressHook:
             for key in ("spark.jobGroup.id", "spark.job.description",
                         "spark.job.interruptOnCancel"):
                 monitor.sc.setLocalProperty(key, None)
+        # best-effort cleanup: the context may be stopped
         except Exception:
             pass
 

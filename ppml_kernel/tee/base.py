@@ -10,10 +10,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
+from ppml_kernel.tee.errors import TEEError
+
 REPORT_DATA_SIZE = 64
 
 
-class AttesterError(RuntimeError):
+class AttesterError(TEEError, RuntimeError):
     """Evidence could not be produced (no device, driver refused, bad input)."""
 
 

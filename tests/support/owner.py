@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kernel_client import Execution
+from support.kernel_client import Execution
 from support.sealed import owner_session, start_kernel, stop_kernel
 
 from ppml_kernel.channel import crypto

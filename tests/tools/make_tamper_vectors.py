@@ -10,7 +10,7 @@ Two kinds of cases:
 
 `expected` is what dcap-qvl (the kernel-side verifier) says: {"status", "advisory_ids"}
 or {"error"}. The TypeScript verifier must agree on every case
-(extensions/jupyterlab-ppml/test/tamper.test.ts); tests/test_tamper_vectors.py re-checks
+(extensions/jupyterlab-ppml/test/tamper.test.ts); tests/attestation/test_tamper_vectors.py re-checks
 the recorded verdicts against the installed dcap-qvl.
 
 Run: PYTHONPATH=.:tests python tests/tools/make_tamper_vectors.py

@@ -1,5 +1,5 @@
 /**
- * Runner for tests/test_dcap_differential.py: verifies every case of a JSON file with
+ * Runner for tests/attestation/test_dcap_differential.py: verifies every case of a JSON file with
  * the browser verifier and writes the verdicts ({status, advisory_ids} or {error}) next
  * to it, for the Python side to compare with dcap-qvl's. Does nothing without
  * PPML_DIFFERENTIAL_INPUT, so `node --test` (which loads every file here) skips it.

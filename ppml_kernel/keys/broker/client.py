@@ -233,7 +233,7 @@ class KeyClient:
                 ok, reason = True, "accepted"
             except KeyClientError as exc:
                 ok, reason = False, str(exc)
-            except Exception as exc:  # a probe reports; it must not fail the barrier stage
+            except Exception as exc:  # boundary: a probe reports; it must not fail the stage
                 ok, reason = False, f"{type(exc).__name__} in the probe"
         identity = executor_identity(self._tee_kind())
         return {**identity, "ok": ok, "reason": reason,
@@ -255,7 +255,7 @@ class KeyClient:
     def _tee_kind(self) -> str:
         try:
             return str(self._attester().kind)
-        except Exception:
+        except Exception:  # best-effort: any attester failure means no TEE to name
             return "none"
 
     def _attester(self) -> Attester:
@@ -394,7 +394,9 @@ class KeyClient:
                 quote = attester.quote(P.worker_report_data(broker_key, nonce, worker_key))
                 body["quote"] = P.b64e(quote)
                 tee = str(attester.kind)
-            except Exception as exc:  # no TEE here: tell the broker why, so it is audited
+            # boundary: the attester is a plugin talking to a device; no TEE here: tell the
+            # broker why, so it is audited
+            except Exception as exc:
                 body["no_evidence"] = P.clean_text(f"{type(exc).__name__}: {exc}", 300)
                 tee = "none"
             body["identity"] = executor_identity(tee)

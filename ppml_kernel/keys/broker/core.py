@@ -118,7 +118,9 @@ class KeyGrants:
             key_id = item["key_id"]
             try:
                 data_key = self.unwrapper(key_id, item["wrapped"], item["context"])
-            except Exception as exc:  # our key errors name the key, not its bytes
+            # boundary: the unwrapper is any KeyProvider (a KMS plugin); refuse and audit,
+            # our key errors name the key, not its bytes
+            except Exception as exc:
                 refused.append({"kind": P.KIND_UNWRAP, "key_id": key_id,
                                 "reason": safe_error(exc)})
                 continue
@@ -139,7 +141,9 @@ class KeyGrants:
             return None, "the data key to wrap does not authenticate under this session"
         try:
             wrapped = self.wrapper(key_id, data_key, context)
-        except Exception as exc:  # our key errors name the key, not its bytes
+        # boundary: the wrapper is any KeyProvider (a KMS plugin); our key errors name the
+        # key, not its bytes
+        except Exception as exc:
             return None, safe_error(exc)
         value = P.pack_wrapped(bytes(wrapped.key_check), bytes(wrapped.nonce),
                                bytes(wrapped.ciphertext))

@@ -259,7 +259,9 @@ def handler_for(broker: KeyBroker) -> type[BaseHTTPRequestHandler]:
                 return
             try:
                 status, payload = broker.dispatch(self.path, body, self.peer)
-            except Exception as exc:  # keep serving; say what kind of failure, not its data
+            # boundary: an HTTP request handler keeps serving; say what kind of failure,
+            # not its data
+            except Exception as exc:
                 broker.audit.record(
                     AuditEvent(time.time(), ERROR, "unknown executor", self.peer, False,
                                reason=f"internal error: {type(exc).__name__}")

@@ -20,7 +20,7 @@ def native_pme_enabled(spark: object) -> bool:
     try:
         conf = spark.sparkContext.getConf()  # type: ignore[attr-defined]
         return conf.get("spark.hadoop.parquet.encryption.kms.client.class") == CLASS_NAME
-    except Exception:
+    except Exception:  # best-effort probe: a stopped context or a stand-in session
         return False
 
 

@@ -1,0 +1,45 @@
+"""One Spark session (local[2]) for the whole test run, plus dataset keys in the kernel store.
+
+Import the fixtures into a test module with
+``from support.conftest_spark import spark, data_key  # noqa: F401`` (or list this module in the
+root conftest's ``pytest_plugins``). The session starts the local key broker first,
+exactly as the kernel does, so executors get keys only through it.
+
+Pytest instantiates a session fixture once per module that imports it, so both fixtures
+are idempotent: the key and the session are made once per process.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+KEY_ID = "test-key"
+
+
+@pytest.fixture(scope="session")
+def data_key() -> tuple[str, bytes]:
+    """A dataset key loaded into the kernel's in-memory secret store."""
+    from ppml_kernel.keys.files import generate_kek
+    from ppml_kernel.keys.store import default_store
+
+    kek = default_store().get(KEY_ID)
+    if kek is None:
+        kek = generate_kek()
+        default_store().put(KEY_ID, kek)
+    return KEY_ID, kek
+
+
+@pytest.fixture(scope="session")
+def spark(data_key):
+    from ppml_kernel.spark.session import get_or_create_session
+
+    session = get_or_create_session(
+        "local[2]",
+        {
+            "spark.ui.enabled": "false",
+            "spark.sql.shuffle.partitions": "4",
+            "spark.default.parallelism": "2",
+            "spark.driver.memory": "1g",
+        },
+    )
+    return session
