@@ -24,7 +24,7 @@ import pytest
 import requests
 import yaml
 from support.jupyter_ws import run_cell
-from support.servers import free_port, start_server, stop_server, wait_http
+from support.servers import free_ports, start_server, stop_server, wait_http
 
 from ppml_kernel.occlum.config import OcclumConfig
 from ppml_kernel.occlum.kernelspec import occlum_kernelspec
@@ -121,7 +121,7 @@ def gateway_and_lab(tmp_path: Path) -> Iterator[dict[str, object]]:
     (share / "kernels" / "ppml-occlum" / "kernel.json").write_text(json.dumps(spec))
 
     gw_token, lab_token = secrets.token_hex(16), secrets.token_hex(16)
-    gw_port, lab_port = free_port(), free_port()
+    gw_port, lab_port = free_ports(2)
     base_env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),

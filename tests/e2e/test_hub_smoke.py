@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import requests
 from support.jupyter_ws import run_cell
-from support.servers import free_port, start_server, stop_server, wait_http
+from support.servers import free_ports, start_server, stop_server, wait_http
 
 from ppml_kernel.kernel.kernelspec import install, kernelspec_dict
 
@@ -62,7 +62,7 @@ def hub(tmp_path: Path) -> Iterator[dict[str, object]]:
     share = tmp_path / "share" / "jupyter"
     write_kernelspec(share)
     password = secrets.token_urlsafe(16)
-    proxy_port, hub_port, api_port = free_port(), free_port(), free_port()
+    proxy_port, hub_port, api_port = free_ports(3)
     server_args = ["--MappingKernelManager.default_kernel_name=ppml"]
     if os.geteuid() == 0:
         server_args.append("--ServerApp.allow_root=True")
