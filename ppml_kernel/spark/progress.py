@@ -24,7 +24,8 @@ How it works, and why this way:
   opened by the sealing gate on that same thread as it arrives
   (``PPMLKernel.shell_channel_thread_main``), which then asks the comm the same
   question, so Cancel works in sealed sessions too. Jupyter's interrupt is the other
-  way: ``post_run_cell`` cancels the jobs of a cell that ended in ``KeyboardInterrupt``.
+  way: ``post_run_cell`` cancels the jobs of a cell that ended in ``KeyboardInterrupt``
+  (or in the py4j error an interrupt during a Spark action can turn into).
 """
 
 from __future__ import annotations
@@ -470,11 +471,15 @@ class ProgressHook:
         monitor, self.monitor = self.monitor, None
         if monitor is None:
             return
-        if isinstance(getattr(result, "error_in_exec", None), KeyboardInterrupt):
+        interrupt = _interrupt_behind(getattr(result, "error_in_exec", None))
+        if interrupt is not None:
             # Jupyter's interrupt stops the Python side only: stop the cell's jobs too
             # (the same path as the Cancel button; works in sealed sessions, where the
             # interrupt is one of the few requests sent in the clear)
             monitor.request_cancel()
+            # The cell ends in the interrupt the user asked for, not in py4j's transport
+            # error that followed it (see _interrupt_behind); the reply is built from this.
+            result.error_in_exec = interrupt
             # best-effort: a last poll; the cancel itself was requested above
             with contextlib.suppress(Exception):
                 monitor.poll()
@@ -487,6 +492,27 @@ class ProgressHook:
         # best-effort cleanup: the context may be stopped
         except Exception:
             pass
+
+
+def _interrupt_behind(exc: BaseException | None) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt a cell's error stands for, if any.
+
+    An interrupt that lands while the cell waits in a py4j call (a Spark action) makes
+    py4j shut that connection down; pyspark's call-site bookkeeping then makes one more
+    py4j call while the interrupt unwinds, and that call can fail with
+    ``Py4JNetworkError`` ("Answer from Java side is empty"), which replaces the
+    interrupt as the cell's error. A py4j/Spark error raised while handling an
+    interrupt is that interrupt.
+    """
+    from ppml_kernel.errors import is_spark_error
+
+    for _ in range(8):  # a chain of py4j errors, then the interrupt
+        if exc is None or isinstance(exc, KeyboardInterrupt):
+            return exc
+        if not is_spark_error(exc):
+            return None
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _cancelled_traceback(shell: Any, etype: type, value: BaseException, tb: Any,

@@ -265,7 +265,7 @@ def test_interrupt_cancels_the_cells_jobs_in_a_sealed_session(kernel):
     result = owner.session.collect(msg_id, timeout=120)
     assert time.monotonic() - interrupted < 30
     assert result.reply["content"]["status"] == "error"
-    assert result.reply["content"]["ename"] == "KeyboardInterrupt"
+    assert result.reply["content"]["ename"] == "KeyboardInterrupt", result.reply["content"]
     lines = [m["content"]["data"]["text/plain"] for m in result.messages
              if m["msg_type"] == "update_display_data"]
     assert lines and "(cancelled)" in lines[-1], lines
