@@ -106,11 +106,9 @@ def test_cache_serves_until_expiry(pccs, tmp_path):
 
 
 def test_offline_gives_clear_error(tmp_path):
-    import socket
+    from support.servers import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nothing listens there: the PCCS is unreachable
     client = CollateralClient(f"http://127.0.0.1:{port}", cache_dir=tmp_path, timeout=2)
     with pytest.raises(CollateralError, match=r"cannot reach .*offline"):
         client.for_quote(VECTOR.quote, at=VECTOR.verify_at)

@@ -169,14 +169,13 @@ def test_lab_starts_jupyterlab_with_ppml_kernel_and_notebooks(tmp_path):
     """The README's first command ends in `ppml-kernel lab`: it must serve the notebooks."""
     import re
     import signal
-    import socket
     import time
     import urllib.request
     from pathlib import Path
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    from support.servers import free_port
+
+    port = free_port()
     repo = Path(__file__).parents[2]
     log = tmp_path / "lab.log"
     with log.open("w") as out:

@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from support.bare_path import bare_path
+from support.servers import free_port
 
 from ppml_kernel.data import format as F
 from ppml_kernel.keys.files import KeyFileProvider, write_key_file
@@ -107,9 +107,7 @@ def test_readme_first_command_with_only_python(tmp_path):
     assert setup.returncode == 0, (setup.stdout + setup.stderr)[-4000:]
     assert (checkout / "ppml_kernel/labextension/package.json").is_file()  # built with node
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     log = tmp_path / "lab.log"
     with log.open("w") as out:
         lab = subprocess.Popen([".venv/bin/ppml-kernel", "lab", "--no-browser", "--port",

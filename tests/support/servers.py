@@ -21,13 +21,14 @@ import requests
 
 
 def free_port() -> int:
+    """A port nothing listens on right now (for one server; several: :func:`free_ports`)."""
     return free_ports(1)[0]
 
 
 def free_ports(count: int) -> list[int]:
     """``count`` distinct free ports: every socket stays bound until all are chosen.
 
-    Asking ``free_port()`` three times in a row can return one port twice (the kernel
+    Asking :func:`free_port` three times in a row can return one port twice (the kernel
     may hand a just-released port out again); a hub whose own API and proxy ports
     collided failed CI with "Address already in use".
     """
