@@ -501,15 +501,14 @@ def _interrupt_behind(exc: BaseException | None) -> KeyboardInterrupt | None:
     py4j shut that connection down; pyspark's call-site bookkeeping then makes one more
     py4j call while the interrupt unwinds, and that call can fail with
     ``Py4JNetworkError`` ("Answer from Java side is empty"), which replaces the
-    interrupt as the cell's error. A py4j/Spark error raised while handling an
-    interrupt is that interrupt.
+    interrupt as the cell's error. A py4j error raised while handling an interrupt is
+    that interrupt; any other error (a query's ``AnalysisException`` in the user's own
+    ``except KeyboardInterrupt:``) stays the cell's.
     """
-    from ppml_kernel.errors import is_spark_error
-
     for _ in range(8):  # a chain of py4j errors, then the interrupt
         if exc is None or isinstance(exc, KeyboardInterrupt):
             return exc
-        if not is_spark_error(exc):
+        if not type(exc).__module__.startswith("py4j"):
             return None
         exc = exc.__cause__ or exc.__context__
     return None

@@ -69,7 +69,7 @@ def test_other_errors_do_not_cancel_or_change():
 
 
 def test_a_user_error_raised_while_handling_an_interrupt_is_the_users():
-    """Only py4j/Spark errors stand for the interrupt; the user's own code is theirs."""
+    """Only py4j errors stand for the interrupt; the user's own code is theirs."""
     try:
         try:
             raise KeyboardInterrupt
@@ -77,5 +77,15 @@ def test_a_user_error_raised_while_handling_an_interrupt_is_the_users():
             raise RuntimeError("cleanup failed")  # noqa: B904
     except RuntimeError as e:
         error = e
+    monitor, result = finish_cell(error)
+    assert monitor.cancels == 0 and result.error_in_exec is error
+
+
+def test_a_query_error_raised_while_handling_an_interrupt_is_the_users():
+    """Only py4j's transport errors stand for the interrupt, not a Spark query's error."""
+    from pyspark.errors import AnalysisException
+
+    error = AnalysisException(message="TABLE_OR_VIEW_NOT_FOUND")
+    error.__context__ = KeyboardInterrupt()
     monitor, result = finish_cell(error)
     assert monitor.cancels == 0 and result.error_in_exec is error
