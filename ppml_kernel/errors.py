@@ -17,6 +17,10 @@ class PPMLError(Exception):
 
 _OUR_ERROR = re.compile(r"ppml_kernel\.[\w.]+\.(\w+Error): (.+)")
 _JAVA_KMS = re.compile(r"KeyAccessDeniedException: (.+)")
+# the JVM's ppml-aead/1 reader (ppml_kernel/jvm/java/ppml/AeadFileError.java) in a task,
+# and the file Spark says it was reading
+_JAVA_AEAD = re.compile(r"ppml\.AeadFileError: \w+Error: ([^\n]+)")
+_READ_FILE = re.compile(r"while reading file (\S+?)\.?(?:\s|$)")
 _CONDITION = re.compile(r"\[([A-Z][A-Z0-9_.]+)\] (.+)")
 _SPARK_MODULES = ("pyspark", "py4j")
 
@@ -46,6 +50,11 @@ def one_line(exc: BaseException) -> str:
     if isinstance(exc, PPMLError):
         return str(exc)
     text = str(exc)
+    m = _JAVA_AEAD.search(text) if not _OUR_ERROR.search(text) else None
+    if m:
+        f = _READ_FILE.search(text)
+        where = f"{re.sub(r'^file:(//)?', '', f.group(1))}: " if f else ""
+        return _tidy(where + m.group(1))[:500]
     m = _OUR_ERROR.search(text) or _JAVA_KMS.search(text)
     if m:
         return _tidy(m.group(m.lastindex or 1).splitlines()[0])[:500]

@@ -11,6 +11,7 @@ synthetic tree below, so this file fails on a deliberately added upward import.
 Layers, low to high (a layer may import itself and everything below it):
 
     base        ppml_kernel/*.py (errors, _lazy, _named, crypto, b64, secrets, the root)
+                and jvm/ (Java sources and the jar builder; imports nothing of ours)
     tee         produce evidence
     attestation verify evidence (imports tee: the simulated PKI's public parts)
     keys        key providers, store, registry, brokers, Parquet encryption's KMS glue
@@ -54,6 +55,7 @@ BELOW: dict[str, tuple[str, ...]] = {
 #: first name under ppml_kernel (a subpackage or a top-level module) -> layer;
 #: any other top-level module is base
 LAYER_OF: dict[str, str] = {
+    "jvm": "base",
     "tee": "tee",
     "attestation": "attestation",
     "keys": "keys",

@@ -90,6 +90,7 @@ def read(spark: SparkSession, path: str | os.PathLike[str] | Iterable[str],
     from pyspark.sql import functions as F
     from pyspark.sql.functions import arrow_udf
 
+    from ppml_kernel.data.codec import native_csv, native_csv_enabled
     from ppml_kernel.data.late import ColumnFunction, ReadPlan
     from ppml_kernel.data.refcounts import partition_counts, ref_frame
     from ppml_kernel.data.spark_source import (
@@ -113,19 +114,21 @@ def read(spark: SparkSession, path: str | os.PathLike[str] | Iterable[str],
         check_key(files, key)
     if fmt == "parquet" and _native_pme(spark, files, opts):
         return _read_native_parquet(spark, files, schema, opts)
+    infos = None
+    if fmt != "parquet":
+        infos = [file_info(f) for f in files]  # one header read per file, for every use
+    total = sum(i.plaintext_size for i in infos or ())
+    cores = spark.sparkContext.defaultParallelism
     if schema is None:
         spark_schema = arrow_to_spark(infer_arrow_schema(fmt, files, opts))
     else:
         spark_schema = _schema(spark, schema)
-    arrow_schema = spark_to_arrow(spark_schema)
     opts.setdefault("timezone", spark.conf.get("spark.sql.session.timeZone") or "UTC")
-    infos = None
-    if fmt != "parquet":
-        infos = [file_info(f) for f in files]  # one header read per file, for both uses
-        if "splitbytes" not in opts:
-            total = sum(i.plaintext_size for i in infos)
-            opts["splitbytes"] = str(choose_split_bytes(total,
-                                                        spark.sparkContext.defaultParallelism))
+    if fmt == "csv" and native_csv_enabled(spark) and native_csv(files, opts, total, cores):
+        return _read_native_csv(spark, files, spark_schema, opts)
+    arrow_schema = spark_to_arrow(spark_schema)
+    if fmt != "parquet" and "splitbytes" not in opts:
+        opts["splitbytes"] = str(choose_split_bytes(total, cores))
     partitions = plan_partitions({**opts, "format": fmt}, fmt, files, infos)
 
     def refs_scan() -> DataFrame:  # the data source's refs mode, for counting large data
@@ -178,6 +181,36 @@ def _read_native_parquet(spark: SparkSession, files: list[str], schema: StructTy
     if schema is not None:
         reader = reader.schema(_schema(spark, schema))
     return reader.parquet(*files)
+
+
+def _read_native_csv(spark: SparkSession, files: list[str], schema: StructType,
+                     opts: Mapping[str, str]) -> DataFrame:
+    """Spark's own CSV reader on ppml-aead/1 files (see :mod:`ppml_kernel.data.codec`).
+
+    Every file's header and data key are checked here first, so a missing or wrong key
+    or a damaged header fails before Spark starts, naming the file. ``FAILFAST``: a
+    value that does not parse is an error, as on the Python path, never a silent null.
+    """
+    from ppml_kernel.data.format import EncryptedFile
+    from ppml_kernel.data.tabular import option_true
+    from ppml_kernel.keys.registry import provider_for
+
+    provider = provider_for(opts)
+    for f in files:
+        with EncryptedFile(f, provider):
+            pass
+    sep = opts.get("sep") or opts.get("delimiter") or ","
+    if len(sep.replace("\\t", "\t")) != 1:
+        raise DatasetError(f"CSV separator must be one character, got {sep!r}")
+    return (
+        spark.read.schema(schema)
+        .option("header", "true" if option_true(opts.get("header")) else "false")
+        .option("sep", sep)
+        .option("quote", opts.get("quote") or '"')
+        .option("timeZone", opts["timezone"])
+        .option("mode", "FAILFAST")
+        .csv(files)
+    )
 
 
 def write(df: DataFrame, path: str | os.PathLike[str], key: str, format: str = "parquet",

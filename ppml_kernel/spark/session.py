@@ -140,12 +140,20 @@ def session_conf(master: str | None = None, extra: Mapping[str, Any] | None = No
         # Fewer, larger Arrow batches for the column functions of encrypted datasets.
         "spark.sql.execution.arrow.maxRecordsPerBatch": "50000",
     }
-    if os.environ.get("PPML_NATIVE_PME", "1") != "0":
-        from ppml_kernel.keys.pme.jar import kms_jar, spark_conf
+    native_pme = os.environ.get("PPML_NATIVE_PME", "1") != "0"
+    native_csv = os.environ.get("PPML_NATIVE_CSV", "1") != "0"
+    if native_pme or native_csv:
+        from ppml_kernel.data.codec import codec_conf
+        from ppml_kernel.jvm.jar import classpath_conf, ppml_jar
+        from ppml_kernel.keys.pme.names import pme_conf
 
-        jar = kms_jar()
-        if jar is not None:  # Spark's own Parquet reader then reads encrypted Parquet
-            conf.update(spark_conf(jar))
+        jar = ppml_jar()
+        if jar is not None:  # Spark's own readers then read our encrypted files
+            conf.update(classpath_conf(jar))
+            if native_pme:
+                conf.update(pme_conf())
+            if native_csv:
+                conf.update(codec_conf())
     for k, v in (extra or {}).items():
         conf[k] = str(v)
     return conf

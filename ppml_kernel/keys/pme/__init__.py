@@ -2,6 +2,7 @@
 
 * :mod:`~ppml_kernel.keys.pme.names` - class and option names (no pyspark import)
 * :mod:`~ppml_kernel.keys.pme.kms` - pyarrow's KMS client and the wrapped-key format
-* :mod:`~ppml_kernel.keys.pme.jar` - builds ``java/ppml/BrokerKmsClient.java`` (Spark's
-  KMS client, same format) into a jar
+
+Spark's KMS client (``ppml.BrokerKmsClient``, same format) is Java and is built with the
+rest of the kernel's JVM side by :mod:`ppml_kernel.jvm.jar`.
 """

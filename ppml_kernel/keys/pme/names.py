@@ -1,7 +1,7 @@
 """What Spark's own Parquet reader/writer needs to use PME with our keys (no pyspark import).
 
 Spark ships Parquet Modular Encryption (``PropertiesDrivenCryptoFactory``); its KMS
-client ``ppml.BrokerKmsClient`` (built by :mod:`ppml_kernel.keys.pme.jar`) asks the local
+client ``ppml.BrokerKmsClient`` (built by :mod:`ppml_kernel.jvm.jar`) asks the local
 key broker (:mod:`ppml_kernel.keys.broker.local`) exactly like the Python workers do.
 The class and option names are the JVM's wire names; both the dataset layer's writers
 and the Spark session settings read them from here.
@@ -13,6 +13,14 @@ CLASS_NAME = "ppml.BrokerKmsClient"
 FACTORY = "org.apache.parquet.crypto.keytools.PropertiesDrivenCryptoFactory"
 # The KMS instance id in PME key material; pyarrow's writer (data/parquet.py) uses it too.
 KMS_INSTANCE = "ppml-kernel"
+
+
+def pme_conf() -> dict[str, str]:
+    """Spark settings that make ``ppml.BrokerKmsClient`` Parquet's KMS client."""
+    return {
+        "spark.hadoop.parquet.crypto.factory.class": FACTORY,
+        "spark.hadoop.parquet.encryption.kms.client.class": CLASS_NAME,
+    }
 
 
 def native_pme_enabled(spark: object) -> bool:
