@@ -60,7 +60,7 @@ TABLES: dict[str, str] = {
                 "l_receiptdate date, l_shipinstruct string, l_shipmode string, "
                 "l_comment string",
 }
-SIDES = ("csv-plain", "csv-ppml", "csv-ds", "pq-plain", "pq-ppml", "pq-ds")
+SIDES = ("csv-plain", "csv-ppml", "csv-py", "csv-ds", "pq-plain", "pq-ppml", "pq-ds")
 
 
 def queries() -> dict[int, str]:
@@ -161,6 +161,9 @@ def load_side(spark: Any, side: str, roots: dict[str, Path]) -> dict[str, Any]:
                 str(roots["plain_csv"] / table))
         elif side == "csv-ppml":
             df = sparkio.read(spark, roots["enc_csv"] / table, "csv", ddl, header=True)
+        elif side == "csv-py":  # the Python path only (no JVM codec)
+            df = sparkio.read(spark, roots["enc_csv"] / table, "csv", ddl, header=True,
+                              native=False)
         elif side == "csv-ds":
             df = (spark.read.format("ppml").schema(ddl).option("format", "csv")
                   .option("header", "true").load(str(roots["enc_csv"] / table)))
