@@ -96,17 +96,32 @@ def test_inferred_schema_is_the_python_paths(spark, tables):  # noqa: F811
     assert _sorted(native) == _sorted(python_path)
 
 
-def test_jvm_unwraps_through_the_broker_and_audits_it(spark, tables):  # noqa: F811
+def test_jvm_unwraps_through_the_broker_once_per_file_and_audits_it(spark, tmp_path):  # noqa: F811
+    for i in range(3):  # fresh files: data keys no process has seen yet
+        encrypt_to(tmp_path / f"f{i}.csv.ppml", _csv(_rows(50, 10 + i)))
     broker = local_broker()
     assert broker is not None
-    before = len([e for e in broker.audit.events() if e.ok and e.reason == "unwrap"])
-    sparkio.read(spark, tables / "enc", "csv", SCHEMA, header=True).count()
-    after = [e for e in broker.audit.events() if e.ok and e.reason == "unwrap"]
-    # one unwrap per file by the JVM, through the socket (the driver's own header
-    # check uses the kernel's provider directly and is not a broker request)
-    assert len(after) - before == 3
-    assert all(e.key_ids == (KEY_ID,) for e in after[before:])
-    assert all(e.executor.startswith("process ") for e in after[before:])
+
+    def unwraps() -> list:
+        return [e for e in broker.audit.events() if e.ok and e.reason == "unwrap"]
+
+    before = len(unwraps())
+    df = sparkio.read(spark, tmp_path, "csv", SCHEMA, header=True)
+    assert df.count() == 150
+    after = unwraps()
+    # one unwrap per file by the kernel's own header check (before Spark runs) and one per
+    # file by the JVM's codec, both through the socket
+    new = after[before:]
+    assert all(e.key_ids == (KEY_ID,) for e in new)
+    by = {}
+    for e in new:
+        by[e.executor] = by.get(e.executor, 0) + 1
+    me = f"process {os.getpid()}"
+    jvm_pid = spark.sparkContext._jvm.ProcessHandle.current().pid()
+    assert by == {me: 3, f"process {jvm_pid}": 3}
+    # read again: the JVM keeps the data keys it was given (as the Python workers do)
+    assert df.where("n > 0").count() >= 0 and df.count() == 150
+    assert len(unwraps()) == len(after)
 
 
 def test_python_path_kept_where_the_jvm_would_change_meaning(spark, tables, monkeypatch):  # noqa: F811
@@ -231,3 +246,40 @@ def test_the_codec_never_writes(spark, tmp_path):  # noqa: F811
     leftovers = [p for p in (tmp_path / "o").rglob("*") if p.is_file()
                  and not p.name.startswith((".", "_"))] if (tmp_path / "o").exists() else []
     assert not [p for p in leftovers if os.path.getsize(p)]
+
+
+# ------------------------------------------------------ the stream itself, through py4j
+
+
+def _java_stream(spark, data: bytes):  # noqa: F811
+    jvm = spark._jvm
+    codec_obj = jvm.ppml.AeadCodec()
+    codec_obj.setConf(spark._jsc.hadoopConfiguration())
+    return codec_obj.createInputStream(jvm.java.io.ByteArrayInputStream(data))
+
+
+def _read_exactly(spark, stream, n: int) -> bytes:  # noqa: F811
+    return bytes(spark._jvm.org.apache.commons.io.IOUtils.toByteArray(stream, n))
+
+
+def test_stream_returns_exactly_the_authentic_chunks_then_stays_broken(spark, tables):  # noqa: F811
+    from py4j.protocol import Py4JJavaError
+
+    src = (tables / "enc" / "p0.csv.ppml").read_bytes()
+    with open(tables / "enc" / "p0.csv.ppml", "rb") as fh:
+        plaintext = b"".join(bytes(c) for c in F.iter_plaintext(fh, default_provider(), "p0"))
+    assert _read_exactly(spark, _java_stream(spark, src), len(plaintext)) == plaintext
+
+    bad = bytearray(src)
+    bad[F.HEADER_SIZE + 3 * STRIDE + 9] ^= 0x80
+    stream = _java_stream(spark, bytes(bad))
+    # chunks 0-2 are authentic and readable; not one byte of chunk 3 or later comes out
+    assert _read_exactly(spark, stream, 3 * CHUNK) == plaintext[: 3 * CHUNK]
+    with pytest.raises(Py4JJavaError) as info:
+        stream.read()
+    assert "TamperedChunkError: chunk 3 failed authentication" in str(info.value.java_exception)
+    with pytest.raises(Py4JJavaError, match="chunk 3 failed authentication"):
+        stream.read()  # a caller that swallows the error gets it again, never bytes
+    stream.close()
+    with pytest.raises(Py4JJavaError, match="stream is closed"):
+        stream.read()

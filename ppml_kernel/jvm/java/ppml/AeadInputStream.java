@@ -12,7 +12,13 @@
  * Chunks are opened between direct ByteBuffers, not byte arrays: HotSpot (17) runs the
  * byte-array GCM path for megabyte messages at ~60 MB/s until it has seen about a
  * thousand of them, the ByteBuffer path reaches its AES/GHASH intrinsics (GB/s) after
- * about seventy (measured: docs/datasets.md, "Spark's own CSV reader").
+ * about seventy (measured: docs/datasets.md, "Spark's own CSV reader"). The buffers are
+ * pooled (wiped before they go back), so opening a file allocates no direct memory.
+ *
+ * Data keys unwrapped by the broker are kept in a bounded LRU keyed by the whole header,
+ * as the Python workers' broker client does: a query that reads a file again does not
+ * ask the broker again. Only the broker can produce an entry, so a header never seen by
+ * it never finds a key here.
  */
 package ppml;
 
@@ -26,6 +32,8 @@ import java.util.Arrays;
 import java.util.Base64;
 import java.util.LinkedHashMap;
 import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ConcurrentLinkedDeque;
 import javax.crypto.AEADBadTagException;
 import javax.crypto.Cipher;
 import javax.crypto.spec.GCMParameterSpec;
@@ -53,6 +61,39 @@ final class AeadInputStream extends CompressionInputStream {
   private final byte[] fileNonce;
   private final byte[] digest;
   private final String keyId;
+  private static final int KEY_CACHE_SIZE = 4096;
+  private static final Map<ByteBuffer, byte[]> KEYS =
+      new LinkedHashMap<>(64, 0.75f, true) {
+        private static final long serialVersionUID = 1L;
+
+        @Override
+        protected boolean removeEldestEntry(Map.Entry<ByteBuffer, byte[]> eldest) {
+          if (size() > KEY_CACHE_SIZE) {
+            Arrays.fill(eldest.getValue(), (byte) 0);
+            return true;
+          }
+          return false;
+        }
+      };
+  private static final int POOL_SIZE = 8;
+  private static final Map<Integer, ConcurrentLinkedDeque<Buffers>> POOL =
+      new ConcurrentHashMap<>();
+
+  /** One chunk's worth of buffers: the sealed bytes as read, and both direct buffers. */
+  private static final class Buffers {
+    final byte[] sealed;
+    final ByteBuffer sealedBuf;
+    final ByteBuffer plain;
+
+    Buffers(int chunkSize) {
+      sealed = new byte[chunkSize + TAG_SIZE];
+      sealedBuf = ByteBuffer.allocateDirect(chunkSize + TAG_SIZE);
+      plain = ByteBuffer.allocateDirect(chunkSize);
+    }
+  }
+
+  private final int chunkSize;
+  private Buffers buffers;
   private final byte[] sealed;
   private final ByteBuffer sealedBuf;
   private final ByteBuffer plain;
@@ -106,18 +147,32 @@ final class AeadInputStream extends CompressionInputStream {
     fileNonce = Arrays.copyOfRange(header, 24, 24 + NONCE_SIZE);
     try {
       digest = MessageDigest.getInstance("SHA-256").digest(Arrays.copyOf(header, FIXED_SIZE));
-      byte[] dataKey = unwrap(broker, Arrays.copyOfRange(header, kcv, kcv + 8),
-          Arrays.copyOfRange(header, kcv + 8, kcv + 20),
-          Arrays.copyOfRange(header, kcv + 20, kcv + 68));
+      ByteBuffer cacheKey = ByteBuffer.wrap(header.clone());
+      byte[] dataKey;
+      synchronized (KEYS) {
+        byte[] hit = KEYS.get(cacheKey);
+        dataKey = hit == null ? null : hit.clone();
+      }
+      if (dataKey == null) {
+        dataKey = unwrap(broker, Arrays.copyOfRange(header, kcv, kcv + 8),
+            Arrays.copyOfRange(header, kcv + 8, kcv + 20),
+            Arrays.copyOfRange(header, kcv + 20, kcv + 68));
+        synchronized (KEYS) {
+          KEYS.put(cacheKey, dataKey.clone());
+        }
+      }
       key = new SecretKeySpec(dataKey, "AES");
       Arrays.fill(dataKey, (byte) 0);
       cipher = Cipher.getInstance("AES/GCM/NoPadding");
     } catch (GeneralSecurityException e) {
       throw new IOException("AES-256-GCM is not available in this JVM", e);
     }
-    sealed = new byte[chunkSize + TAG_SIZE];
-    sealedBuf = ByteBuffer.allocateDirect(chunkSize + TAG_SIZE);
-    plain = ByteBuffer.allocateDirect(chunkSize);
+    this.chunkSize = chunkSize;
+    Buffers pooled = POOL.computeIfAbsent(chunkSize, k -> new ConcurrentLinkedDeque<>()).poll();
+    buffers = pooled != null ? pooled : new Buffers(chunkSize);
+    sealed = buffers.sealed;
+    sealedBuf = buffers.sealedBuf;
+    plain = buffers.plain;
   }
 
   private byte[] unwrap(BrokerClient broker, byte[] kcv, byte[] nonce, byte[] ct)
@@ -313,7 +368,16 @@ final class AeadInputStream extends CompressionInputStream {
 
   @Override
   public void close() throws IOException {
-    wipe();
+    if (buffers != null) {
+      wipe();
+      Arrays.fill(sealed, (byte) 0);
+      ConcurrentLinkedDeque<Buffers> pool = POOL.get(chunkSize);
+      if (pool.size() < POOL_SIZE) {
+        pool.offer(buffers);
+      }
+      buffers = null;
+      broken = new IOException(FORMAT + " stream is closed");
+    }
     len = 0;
     pos = 0;
     super.close();
