@@ -24,7 +24,7 @@ NATIVE_CSV_OPTIONS = frozenset({
 })
 #: Above this much plaintext per core the Python path's column-wise Arrow parsing wins
 #: (measured: benchmarks/bench_tpch.py; docs/datasets.md "Native CSV").
-NATIVE_CSV_MAX_BYTES_PER_CORE = 64 << 20
+NATIVE_CSV_MAX_BYTES_PER_CORE = 8 << 20
 
 
 def codec_conf() -> dict[str, str]:
