@@ -178,6 +178,7 @@ def get_or_create_session(master: str | None = None,
         if active is None:
             settings = session_conf(master, conf)
             ensure_jvm(settings)
+            settings = _loadable_only(settings)
             builder = SparkSession.builder
             for k, v in settings.items():
                 builder = builder.config(k, v)
@@ -188,6 +189,43 @@ def get_or_create_session(master: str | None = None,
     if created:
         announce(active)
     return active
+
+
+def _jvm_can_load(class_name: str) -> bool:
+    from pyspark import SparkContext
+
+    try:
+        SparkContext._jvm.java.lang.Class.forName(class_name)
+    except Exception:  # py4j's error for a ClassNotFoundException: not on this class path
+        return False
+    return True
+
+
+def _loadable_only(settings: Mapping[str, str]) -> dict[str, str]:
+    """``settings`` without our JVM classes that the running JVM cannot load.
+
+    The driver JVM keeps the class path it started with: one started earlier without the
+    kernel's jar (a cluster ``connect``, another library) cannot load ``ppml.AeadCodec``,
+    and Hadoop fails *every* CSV/text read when a listed codec is missing, so the codec
+    and Parquet's KMS client are named only when the JVM has them (readers then keep
+    their Python paths).
+    """
+    from ppml_kernel.data.codec import CODEC_CLASS, CODECS_KEY
+    from ppml_kernel.keys.pme.names import CLASS_NAME, pme_conf
+
+    out = dict(settings)
+    codecs = [c.strip() for c in out.get(CODECS_KEY, "").split(",") if c.strip()]
+    if CODEC_CLASS in codecs and not _jvm_can_load(CODEC_CLASS):
+        codecs.remove(CODEC_CLASS)
+        if codecs:
+            out[CODECS_KEY] = ",".join(codecs)
+        else:
+            out.pop(CODECS_KEY)
+    pme = pme_conf()
+    if all(out.get(k) == v for k, v in pme.items()) and not _jvm_can_load(CLASS_NAME):
+        for k in pme:
+            out.pop(k)
+    return out
 
 
 def stop_session() -> None:

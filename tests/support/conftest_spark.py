@@ -29,10 +29,32 @@ def data_key() -> tuple[str, bytes]:
     return KEY_ID, kek
 
 
+def _jvm_with_the_kernels_jar() -> None:
+    """If a JVM without the kernel's jar is up and idle (test_spark_cluster's connect
+    starts one), shut it down so the session below starts one with the jar, as a kernel
+    does: modules after it test the JVM codec and PME's KMS client too."""
+    import sys
+
+    if "pyspark" not in sys.modules:
+        return
+    from pyspark import SparkContext
+
+    from ppml_kernel.data.codec import CODEC_CLASS
+    from ppml_kernel.spark.session import _jvm_can_load
+
+    if SparkContext._gateway is None or SparkContext._active_spark_context is not None:
+        return
+    if not _jvm_can_load(CODEC_CLASS):
+        SparkContext._gateway.shutdown()
+        SparkContext._gateway = None
+        SparkContext._jvm = None
+
+
 @pytest.fixture(scope="session")
 def spark(data_key):
     from ppml_kernel.spark.session import get_or_create_session
 
+    _jvm_with_the_kernels_jar()
     session = get_or_create_session(
         "local[2]",
         {
