@@ -196,7 +196,7 @@ def _jvm_can_load(class_name: str) -> bool:
 
     try:
         SparkContext._jvm.java.lang.Class.forName(class_name)
-    except Exception:  # py4j's error for a ClassNotFoundException: not on this class path
+    except Exception:  # best-effort probe: py4j's error for a class not on this class path
         return False
     return True
 

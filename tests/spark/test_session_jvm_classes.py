@@ -50,7 +50,9 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_session_on_a_jvm_without_the_jar_keeps_every_reader_working(tmp_path):
-    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    # its own key broker, not this process's (whose socket the environment names)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PPML_KEY_BROKER")}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], env=env,
                           capture_output=True, text=True, timeout=300,
                           cwd=Path(__file__).resolve().parents[2])
