@@ -6,7 +6,6 @@ import base64
 import contextlib
 import datetime as dt
 import decimal
-import io
 import json
 import os
 import random
@@ -17,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from support.conftest_spark import KEY_ID, data_key, spark  # noqa: F401
+from support.conftest_spark import KEY_ID, data_key, encrypt_to, spark  # noqa: F401
 
 from ppml_kernel.data import format as F
 from ppml_kernel.data import sparkio
@@ -92,12 +91,6 @@ def json_text(rows: list[dict]) -> bytes:
         )
         + "\n"
     ).encode()
-
-
-def encrypt_to(path: Path, data: bytes, key_id: str = KEY_ID, provider=None) -> Path:
-    with open(path, "wb") as out:
-        F.encrypt_stream(io.BytesIO(data), out, provider or default_provider(), key_id, CHUNK)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import io
 import os
 import random
 from pathlib import Path
 
 import pytest
-from support.conftest_spark import KEY_ID, data_key, spark  # noqa: F401
+from support.conftest_spark import KEY_ID, data_key, encrypt_to, spark  # noqa: F401
 
 from ppml_kernel.data import codec, sparkio
 from ppml_kernel.data import format as F
@@ -46,12 +45,6 @@ def _rows(n: int, seed: int) -> list[str]:
 
 def _csv(lines: list[str]) -> bytes:
     return ("id,n,name,price,day,ts,ok\n" + "\n".join(lines) + "\n").encode()
-
-
-def encrypt_to(path: Path, data: bytes, key_id: str = KEY_ID, provider=None) -> Path:
-    with open(path, "wb") as out:
-        F.encrypt_stream(io.BytesIO(data), out, provider or default_provider(), key_id, CHUNK)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -65,3 +65,15 @@ def spark(data_key):
         },
     )
     return session
+
+
+def encrypt_to(path, data: bytes, key_id: str = KEY_ID, provider=None, chunk: int = 4096):
+    """Write ``data`` to ``path`` as a ppml-aead/1 file (small chunks: many per file)."""
+    import io
+
+    from ppml_kernel.data import format as F
+    from ppml_kernel.keys.store import default_provider
+
+    with open(path, "wb") as out:
+        F.encrypt_stream(io.BytesIO(data), out, provider or default_provider(), key_id, chunk)
+    return path
