@@ -53,27 +53,27 @@ def geomean(values: list[float]) -> float:
 
 
 def run_all(spark: Any, roots: dict[str, Path], sides: list[str], numbers: list[int],
-            rounds: int, label: str) -> tuple[Times, list[str]]:
-    """Every query on every side, ``rounds`` timed rounds after one warm-up round."""
+            rounds: int, label: str, warmup: int = 1) -> tuple[Times, list[str]]:
+    """Every query on every side, ``rounds`` timed rounds after ``warmup`` untimed ones."""
     from tqdm import tqdm
 
     texts = tpch.queries()
     tables = {s: tpch.load_side(spark, s, roots) for s in sides}
     times: Times = {}
     problems: list[str] = []
-    with tqdm(total=(rounds + 1) * len(numbers) * len(sides), desc=label, unit="query",
+    with tqdm(total=(rounds + warmup) * len(numbers) * len(sides), desc=label, unit="query",
               file=sys.stderr, dynamic_ncols=True) as bar:
-        for rnd in range(rounds + 1):
+        for rnd in range(rounds + warmup):
             for n in numbers:
                 results = {}
                 order = sides if rnd % 2 == 0 else list(reversed(sides))
                 for side in order:
-                    bar.set_postfix_str(f"round {rnd}{' (warm-up)' if not rnd else ''} "
+                    bar.set_postfix_str(f"round {rnd}{' (warm-up)' if rnd < warmup else ''} "
                                         f"q{n} {side}")
                     t = time.perf_counter()
                     results[side] = tpch.run_query(spark, tables[side], texts[n])
                     dt = time.perf_counter() - t
-                    if rnd:
+                    if rnd >= warmup:
                         times.setdefault((side, n), []).append(dt)
                     bar.update()
                 for side, base in BASE.items():
@@ -136,7 +136,7 @@ def run_cluster(roots: dict[str, Path], args: argparse.Namespace, work: Path, si
             if accepted != args.cluster:
                 raise SystemExit(f"attestation sweep did not accept every executor: {sweep}")
             times, problems = run_all(session.spark, roots, sides, numbers, args.rounds,
-                                      "cluster")
+                                      "cluster", args.warmup)
             gm = report(f"attested cluster ({args.cluster} workers)", times, sides, numbers)
             grants = session.broker.audit.events("grant")
             print(f"key broker: {len(grants)} grant(s), "
@@ -149,7 +149,8 @@ def run_cluster(roots: dict[str, Path], args: argparse.Namespace, work: Path, si
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sf", type=float, default=0.1, help="TPC-H scale factor")
-    ap.add_argument("--rounds", type=int, default=3, help="timed rounds after one warm-up")
+    ap.add_argument("--rounds", type=int, default=3, help="timed rounds after the warm-up")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
     ap.add_argument("--cores", type=int, default=2,
                     help="cores: local[N], and N in total over the cluster's workers")
     ap.add_argument("--shuffle", type=int, default=0,
@@ -194,10 +195,11 @@ def main() -> int:
             "spark.driver.memory": "2g", "spark.ui.enabled": "false",
             "spark.sql.shuffle.partitions": str(args.shuffle)})
         print(f"TPC-H SF {args.sf}, local[{args.cores}], {len(numbers)} queries, "
-              f"{args.rounds} timed round(s) after a warm-up, shuffle partitions "
+              f"{args.rounds} timed round(s) after {args.warmup} warm-up round(s), "
+              f"shuffle partitions "
               f"{args.shuffle}", flush=True)
         times, problems = run_all(spark, roots_of(work), sides, numbers, args.rounds,
-                                  f"local[{args.cores}]")
+                                  f"local[{args.cores}]", args.warmup)
         local_gm = report(f"local[{args.cores}] SF {args.sf}", times, sides, numbers)
         spark.stop()
         if args.cluster:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 ENV_JAR = "PPML_JVM_JAR"
 _SOURCES = ("BrokerClient.java", "BrokerKmsClient.java", "AeadCodec.java",
-            "AeadInputStream.java", "AeadFileError.java")
+            "AeadInputStream.java", "AeadFileError.java", "GcmWarmUp.java")
 
 
 def _sources() -> dict[str, bytes]:

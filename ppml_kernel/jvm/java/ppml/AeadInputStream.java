@@ -37,7 +37,6 @@ import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ConcurrentLinkedDeque;
-import java.util.concurrent.atomic.AtomicBoolean;
 import javax.crypto.AEADBadTagException;
 import javax.crypto.Cipher;
 import javax.crypto.spec.GCMParameterSpec;
@@ -96,8 +95,6 @@ final class AeadInputStream extends CompressionInputStream {
     }
   }
 
-  private static final AtomicBoolean WARMED = new AtomicBoolean();
-  private static final int WARM_CHUNKS = 100;
 
   private final int chunkSize;
   private Buffers buffers;
@@ -175,44 +172,12 @@ final class AeadInputStream extends CompressionInputStream {
       throw new IOException("AES-256-GCM is not available in this JVM", e);
     }
     this.chunkSize = chunkSize;
-    if (WARMED.compareAndSet(false, true)) {
-      Thread t = new Thread(AeadInputStream::warmUp, "ppml-aead-gcm-warm-up");
-      t.setDaemon(true);
-      t.setPriority(Thread.MIN_PRIORITY);
-      t.start();
-    }
+    GcmWarmUp.start();
     Buffers pooled = POOL.computeIfAbsent(chunkSize, k -> new ConcurrentLinkedDeque<>()).poll();
     buffers = pooled != null ? pooled : new Buffers(chunkSize);
     sealed = buffers.sealed;
     sealedBuf = buffers.sealedBuf;
     plain = buffers.plain;
-  }
-
-  /** Opens WARM_CHUNKS 1 MiB chunks between direct buffers, as {@link #open} does. */
-  private static void warmUp() {
-    try {
-      SecretKeySpec k = new SecretKeySpec(new java.security.SecureRandom().generateSeed(32),
-          "AES");
-      byte[] iv = new byte[NONCE_SIZE];
-      Cipher c = Cipher.getInstance("AES/GCM/NoPadding");
-      c.init(Cipher.ENCRYPT_MODE, k, new GCMParameterSpec(TAG_SIZE * 8, iv));
-      c.updateAAD(iv);
-      c.updateAAD(new byte[9]);
-      byte[] ct = c.doFinal(new byte[1 << 20]);
-      ByteBuffer in = ByteBuffer.allocateDirect(ct.length);
-      ByteBuffer out = ByteBuffer.allocateDirect(1 << 20);
-      for (int i = 0; i < WARM_CHUNKS; i++) {
-        in.clear();
-        in.put(ct).flip();
-        out.clear();
-        c.init(Cipher.DECRYPT_MODE, k, new GCMParameterSpec(TAG_SIZE * 8, iv));
-        c.updateAAD(iv);
-        c.updateAAD(new byte[9]);
-        c.doFinal(in, out);
-      }
-    } catch (GeneralSecurityException e) {
-      // only a warm-up: a JVM without AES-GCM fails on its first real chunk, with a message
-    }
   }
 
   private byte[] unwrap(BrokerClient broker, byte[] kcv, byte[] nonce, byte[] ct)

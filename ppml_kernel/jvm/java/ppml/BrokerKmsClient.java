@@ -33,6 +33,7 @@ public final class BrokerKmsClient implements KmsClient {
   @Override
   public void initialize(Configuration conf, String kmsInstanceID, String kmsInstanceURL,
       String accessToken) throws KeyAccessDeniedException {
+    GcmWarmUp.start();  // Parquet decrypts every page in byte arrays: the slow path cold
     try {
       broker = BrokerClient.forConf(conf);
     } catch (IOException e) {
