@@ -15,6 +15,19 @@ class PPMLError(Exception):
     """An expected, user-actionable error: shown as one line, never a traceback."""
 
 
+class _Verbosity:
+    """``%ppml debug on|off``: whether expected errors keep their full traceback.
+
+    Here, below every layer, because the magics set it and Spark's cell display (a
+    cancelled job's error) reads it too.
+    """
+
+    debug = False
+
+
+VERBOSITY = _Verbosity()
+
+
 _OUR_ERROR = re.compile(r"ppml_kernel\.[\w.]+\.(\w+Error): (.+)")
 _JAVA_KMS = re.compile(r"KeyAccessDeniedException: (.+)")
 # the JVM's ppml-aead/1 reader (ppml_kernel/jvm/java/ppml/AeadFileError.java) in a task,

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from html import escape
 from typing import Any, TypeVar
 
-from ppml_kernel.errors import PPMLError, is_expected, one_line
+from ppml_kernel.errors import VERBOSITY, PPMLError, is_expected, one_line
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -26,13 +26,7 @@ class MagicError(PPMLError):
     """A user-facing error: the dispatcher shows the message, never a traceback."""
 
 
-class _State:
-    """``%ppml debug on|off``: whether every %ppml error keeps its full traceback."""
-
-    debug = False
-
-
-STATE = _State()
+STATE = VERBOSITY  # ``%ppml debug on|off`` (ppml_kernel.errors: Spark's display reads it too)
 
 
 @contextmanager

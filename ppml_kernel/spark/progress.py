@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import html
 import sys
 import threading
@@ -118,12 +119,10 @@ def _widget_frontend() -> bool:
 class CellMonitor:
     """The jobs of one cell: polls the status tracker and draws the panel."""
 
-    def __init__(self, sc: Any, group: str, title: str,
-                 on_cancel: Any = None) -> None:
+    def __init__(self, sc: Any, group: str, title: str) -> None:
         self.sc = sc
         self.group = group
         self.title = title
-        self._on_cancel = on_cancel  # runs once, on the thread that asks, before the cancel
         self.jobs: dict[int, JobState] = {}
         self.reasons: list[str] = []
         self.started = time.monotonic()
@@ -161,10 +160,6 @@ class CellMonitor:
         """Ask the poller to cancel this cell's jobs (safe from any thread)."""
         if self._stop.is_set() or self.cancel_requested.is_set():
             return
-        if self._on_cancel is not None:
-            # boundary: the cancel callback must not stop the cancel
-            with contextlib.suppress(Exception):
-                self._on_cancel()
         self.cancel_requested.set()
 
     def poll(self) -> None:
@@ -443,22 +438,26 @@ class ProgressHook:
         # best-effort: no job group (a stopped context): no progress for this cell
         except Exception:
             return
-        self.monitor = CellMonitor(sc, group, self._title, on_cancel=self._quiet_cancel)
+        self.monitor = CellMonitor(sc, group, self._title)
+        self._show_stops_as_stops()
         self.monitor.start()
 
-    def _quiet_cancel(self) -> None:
-        """Until the cell ends, show the Spark error a cancel causes as one line.
+    def _show_stops_as_stops(self) -> None:
+        """Until the cell ends, show the errors a stop causes as what the user did.
 
-        The cancelled job raises in the cell (a py4j error with a Java stack); the user
-        asked for it, so it is no bug and gets no traceback. IPython's custom exception
-        hook does it for this cell only; anything else keeps its usual traceback.
+        A job cancelled from the panel raises in the cell (a py4j error with a Java
+        stack), and Jupyter's interrupt can surface as py4j's transport error; the user
+        asked for both, so neither gets a Java traceback (:func:`_cell_traceback`).
+        IPython's custom exception hook does it for this cell only; a hook the user set
+        is left alone, and every other error keeps its usual traceback.
         """
         shell = self.shell
         with self._exc_lock:
-            if self._saved_exc is not None or not hasattr(shell, "set_custom_exc"):
+            if self._saved_exc is not None or not hasattr(shell, "set_custom_exc") \
+                    or shell.custom_exceptions:
                 return
             self._saved_exc = (shell.custom_exceptions, shell.CustomTB)
-            shell.set_custom_exc((Exception,), _cancelled_traceback)
+            shell.set_custom_exc((Exception,), functools.partial(_cell_traceback, self))
 
     def _restore_exc(self) -> None:
         with self._exc_lock:
@@ -514,14 +513,25 @@ def _interrupt_behind(exc: BaseException | None) -> KeyboardInterrupt | None:
     return None
 
 
-def _cancelled_traceback(shell: Any, etype: type, value: BaseException, tb: Any,
-                         tb_offset: int | None = None) -> list[str]:
-    """IPython custom exception handler of a cancelled cell: shows Spark's error as one
-    line (the error reply and message carry it as their one-line traceback); anything
-    else as IPython always does."""
-    from ppml_kernel.errors import is_spark_error, one_line
+def _cell_traceback(hook: ProgressHook, shell: Any, etype: type, value: BaseException,
+                    tb: Any, tb_offset: int | None = None) -> list[str]:
+    """IPython custom exception handler of a Spark cell.
 
-    if not is_spark_error(value):
+    py4j's error standing for Jupyter's interrupt (:func:`_interrupt_behind`) is shown
+    as that interrupt, as IPython shows any interrupted cell; after a cancel from the
+    panel, Spark's error is one line (the error reply and message carry it as their
+    one-line traceback) unless ``%ppml debug on`` asked for full traces; anything else
+    as IPython always does.
+    """
+    from ppml_kernel.errors import VERBOSITY, is_spark_error, one_line
+
+    interrupt = _interrupt_behind(value)
+    if interrupt is not None:
+        shell.showtraceback((KeyboardInterrupt, interrupt, interrupt.__traceback__))
+        return []
+    monitor = hook.monitor  # the cell's current one (a connect mid-cell replaces it)
+    cancelled = monitor is not None and monitor.cancel_requested.is_set()
+    if not (cancelled and is_spark_error(value)) or VERBOSITY.debug:
         shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
         return []
     line = one_line(value)

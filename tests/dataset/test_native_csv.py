@@ -90,8 +90,11 @@ def test_inferred_schema_is_the_python_paths(spark, tables):  # noqa: F811
 
 
 def test_jvm_unwraps_through_the_broker_once_per_file_and_audits_it(spark, tmp_path):  # noqa: F811
+    positive = 0
     for i in range(3):  # fresh files: data keys no process has seen yet
-        encrypt_to(tmp_path / f"f{i}.csv.ppml", _csv(_rows(50, 10 + i)))
+        rows = _rows(50, 10 + i)
+        positive += sum(1 for r in rows if r.split(",")[1] and int(r.split(",")[1]) > 0)
+        encrypt_to(tmp_path / f"f{i}.csv.ppml", _csv(rows))
     broker = local_broker()
     assert broker is not None
 
@@ -113,7 +116,7 @@ def test_jvm_unwraps_through_the_broker_once_per_file_and_audits_it(spark, tmp_p
     jvm_pid = spark.sparkContext._jvm.ProcessHandle.current().pid()
     assert by == {me: 3, f"process {jvm_pid}": 3}
     # read again: the JVM keeps the data keys it was given (as the Python workers do)
-    assert df.where("n > 0").count() >= 0 and df.count() == 150
+    assert df.where("n > 0").count() == positive > 0
     assert len(unwraps()) == len(after)
 
 

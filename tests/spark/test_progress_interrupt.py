@@ -10,6 +10,12 @@ so the job ran on and the reply said Py4JNetworkError.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
 from types import SimpleNamespace
 
 from py4j.protocol import Py4JNetworkError
@@ -21,6 +27,7 @@ class FakeMonitor:
     def __init__(self) -> None:
         self.cancels = 0
         self.sc = SimpleNamespace(setLocalProperty=lambda key, value: None)
+        self.cancel_requested = threading.Event()
 
     def request_cancel(self) -> None:
         self.cancels += 1
@@ -89,3 +96,87 @@ def test_a_query_error_raised_while_handling_an_interrupt_is_the_users():
     error.__context__ = KeyboardInterrupt()
     monitor, result = finish_cell(error)
     assert monitor.cancels == 0 and result.error_in_exec is error
+
+
+SHELL = textwrap.dedent("""
+    import json, sys
+    from traitlets.config import Config
+    from IPython.core.interactiveshell import InteractiveShell
+    from py4j.protocol import Py4JNetworkError
+    from ppml_kernel.spark.progress import ProgressHook
+
+    class Monitor:
+        import threading
+        cancel_requested = threading.Event()
+
+    config = Config()
+    config.HistoryManager.hist_file = ":memory:"
+    shell = InteractiveShell.instance(config=config, colors="NoColor")
+    def call_java():  # as pyspark's SCCallSiteSync.__exit__ fails after py4j's shutdown
+        raise Py4JNetworkError("Answer from Java side is empty")
+
+    shell.user_ns["call_java"] = call_java
+    mine = sys.argv[1] == "own-handler"
+    if mine:
+        shell.set_custom_exc((ValueError,), lambda *a, **k: print("the user's handler") or [])
+    hook = ProgressHook(shell)
+    hook.monitor = Monitor()
+    if sys.argv[1].startswith("cancel"):
+        hook.monitor.cancel_requested.set()  # the panel's Cancel was clicked
+    if sys.argv[1] == "cancel-debug":
+        from ppml_kernel.errors import VERBOSITY
+        VERBOSITY.debug = True  # as %ppml debug on
+    hook._show_stops_as_stops()  # as a Spark cell's start does
+    installed = shell.custom_exceptions
+    cell = {
+        "interrupt": "try:\\n    raise KeyboardInterrupt\\nexcept KeyboardInterrupt:\\n"
+                     "    call_java()",
+        "error": "raise ValueError('a bug of the user')",
+        "own-handler": "raise ValueError('a bug of the user')",
+        "cancel": "call_java()",
+        "cancel-debug": "call_java()",
+    }[sys.argv[1]]
+    result = shell.run_cell(cell)
+    hook._restore_exc()  # as the cell's end does
+    print(json.dumps({"installed": [c.__name__ for c in installed],
+                      "after": [c.__name__ for c in shell.custom_exceptions]}))
+""")
+
+
+def run_shell(case: str) -> tuple[str, dict]:
+    proc = subprocess.run([sys.executable, "-c", SHELL, case], capture_output=True,
+                          text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    *shown, last = proc.stdout.strip().splitlines()
+    return "\n".join(shown), json.loads(last)
+
+
+def test_an_interrupt_py4j_hides_is_shown_as_the_interrupt():
+    """The cell shows what the user did (KeyboardInterrupt), not py4j's transport error
+    chained to it; before, the output was the interrupt, "During handling...", then
+    Py4JNetworkError."""
+    shown, state = run_shell("interrupt")
+    assert shown.rstrip().endswith("KeyboardInterrupt:")
+    assert "Py4JNetworkError" not in shown and "Answer from Java" not in shown
+    assert "During handling" not in shown
+    assert state == {"installed": ["Exception"], "after": []}
+
+
+def test_other_errors_in_a_spark_cell_keep_their_usual_traceback():
+    shown, _ = run_shell("error")
+    assert "ValueError: a bug of the user" in shown and "Traceback" in shown
+
+
+def test_a_handler_the_user_set_is_left_alone():
+    shown, state = run_shell("own-handler")
+    assert "the user's handler" in shown
+    assert state == {"installed": ["ValueError"], "after": ["ValueError"]}
+
+
+def test_a_cancelled_jobs_error_is_one_line_unless_debug_is_on():
+    """The panel's Cancel: Spark's error is the one line the user asked for; with
+    ``%ppml debug on`` (which the magics set, one layer up) its full trace again."""
+    shown, _ = run_shell("cancel")
+    assert shown.strip().splitlines() == ["Cancelled: Answer from Java side is empty"]
+    shown, _ = run_shell("cancel-debug")
+    assert "Traceback" in shown and "Py4JNetworkError: Answer from Java side is empty" in shown

@@ -73,7 +73,8 @@ WARM_UP = textwrap.dedent("""
     deadline = time.monotonic() + 120
     while not warm.done() and time.monotonic() < deadline:
         time.sleep(0.2)
-    threads = [t.getName() for t in spark.sparkContext._jvm.java.lang.Thread.getAllStackTraces().keySet()]
+    jvm = spark.sparkContext._jvm
+    threads = [t.getName() for t in jvm.java.lang.Thread.getAllStackTraces().keySet()]
     print(json.dumps({"done": warm.done(), "threads": threads}))
 """)
 

@@ -50,7 +50,9 @@ public final class GcmWarmUp {
 
   private static void run() {
     try {
-      SecretKeySpec key = new SecretKeySpec(new SecureRandom().generateSeed(32), "AES");
+      byte[] throwaway = new byte[32];
+      new SecureRandom().nextBytes(throwaway);  // generateSeed may block on entropy
+      SecretKeySpec key = new SecretKeySpec(throwaway, "AES");
       byte[] iv = new byte[12];
       byte[] aad = new byte[21];
       Cipher c = Cipher.getInstance("AES/GCM/NoPadding");
