@@ -551,9 +551,10 @@ def connect(
             t1 = time.perf_counter()
             # Start the JVM with nothing secret on its command line, then set the secret
             # through py4j (pyspark passes a pre-gateway SparkConf as --conf arguments).
-            from ppml_kernel.spark.session import ensure_jvm
+            from ppml_kernel.spark.session import ensure_jvm, forget_local_readers
 
             ensure_jvm()  # quiet: its start-up warnings and logs go to the Spark log file
+            forget_local_readers()  # executors get keys only through attestation
             spark_conf = SparkConf()
             spark_conf.setMaster(master).setAppName(app_name)
             for key, value in settings.items():

@@ -159,6 +159,39 @@ def session_conf(master: str | None = None, extra: Mapping[str, Any] | None = No
     return conf
 
 
+def forget_local_readers() -> None:
+    """Drop the local session's native readers from the driver JVM's defaults.
+
+    The driver JVM keeps the first session's spark-submit settings as system
+    properties, and every later SparkContext on it starts from them: a cluster session
+    started after a local one inherited the JVM codec, Parquet's broker KMS client and
+    the jar on the executors' class path. Its executors have neither the jar nor the
+    kernel's local broker socket (on a real cluster every CSV read then failed), and on
+    one host they asked the local broker, not the attested one. Cluster executors get
+    keys only through attestation, so ``connect`` calls this first; a later local
+    session names these settings again itself.
+    """
+    from pyspark import SparkContext
+
+    from ppml_kernel.data.codec import CODEC_CLASS, CODECS_KEY
+    from ppml_kernel.jvm.jar import classpath_conf, ppml_jar
+    from ppml_kernel.keys.pme.names import pme_conf
+
+    system = SparkContext._jvm.java.lang.System
+    jar = ppml_jar(build=False)
+    local_only = {**pme_conf(), **(classpath_conf(jar) if jar is not None else {})}
+    for key, value in local_only.items():
+        if system.getProperty(key) == value:
+            system.clearProperty(key)
+    codecs = system.getProperty(CODECS_KEY)
+    if codecs is not None:
+        rest = ",".join(c for c in codecs.split(",") if c.strip() and c.strip() != CODEC_CLASS)
+        if rest:
+            system.setProperty(CODECS_KEY, rest)
+        else:
+            system.clearProperty(CODECS_KEY)
+
+
 def get_or_create_session(master: str | None = None,
                           conf: Mapping[str, Any] | None = None) -> SparkSession:
     """The active session, or a new one configured by :func:`session_conf`.
