@@ -75,6 +75,7 @@ class Daemon:
     process: subprocess.Popen
     log: Path
     work_dir: Path | None = None
+    log_start: int = 0  # where this run's lines start (a kept directory's logs append)
 
     @property
     def pid(self) -> int:
@@ -302,6 +303,7 @@ class LocalCluster:
         if webui:
             argv += ["--webui-port", str(free_port(self.host))]
         with open(log, "ab") as out:
+            start = out.tell()
             proc = subprocess.Popen(
                 argv,
                 preexec_fn=_die_with_parent,
@@ -312,7 +314,7 @@ class LocalCluster:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        return Daemon(name, proc, log, work_dir)
+        return Daemon(name, proc, log, work_dir, start)
 
     def _spawn_worker(
         self,
@@ -360,7 +362,10 @@ class LocalCluster:
                         f"Spark {daemon.name} exited (code {daemon.process.returncode}); "
                         f"log {daemon.log}:\n{daemon.log_tail()}"
                     )
-            waiting = [w for w in waiting if READY_LINE not in _read(w.log)]
+            # only this run's lines: an earlier run in the same directory registered too,
+            # and taking its line for this one deleted the properties file before the
+            # daemons had read it (they died; the driver then found no master)
+            waiting = [w for w in waiting if READY_LINE not in _read(w.log, w.log_start)]
             if not waiting:
                 break
             if time.monotonic() > deadline:
@@ -383,9 +388,11 @@ def _die_with_parent() -> None:
         pass
 
 
-def _read(path: Path) -> str:
+def _read(path: Path, start: int = 0) -> str:
     try:
-        return path.read_text(errors="replace")
+        with open(path, "rb") as f:
+            f.seek(start)
+            return f.read().decode(errors="replace")
     except OSError:
         return ""
 

@@ -457,3 +457,21 @@ def test_a_local_session_first_leaves_the_cluster_only_attested_readers(cluster,
     finally:
         session.stop()
         default_store().delete("before-connect")
+
+
+def test_a_cluster_in_a_kept_directory_waits_for_its_own_workers(base, pki):
+    """Daemon logs append in a kept directory (``bench_tpch --work``). The cluster took
+    an earlier run's "registered" line for this run's, deleted the properties file (it
+    holds the secret) before the daemons had read it, and they died: the benchmark's
+    cluster then failed with "All masters are unresponsive"."""
+    from ppml_kernel.spark.localcluster import READY_LINE
+
+    directory = base / "kept"
+    (directory / "logs").mkdir(parents=True)
+    log = directory / "logs" / "worker-1.log"
+    log.write_text(f"26/12/07 13:05:41 INFO Worker: {READY_LINE} spark://earlier:7077\n")
+    with LocalCluster(1, cores=1, directory=directory,
+                      worker_env={"PPML_TEE": "simulated", "PPML_SIM_PKI_DIR": str(pki)}) as c:
+        assert log.read_text().count(READY_LINE) == 2  # this run's, when start() returned
+        assert c.master is not None and c.master.alive()
+        assert all(w.alive() for w in c.workers)
