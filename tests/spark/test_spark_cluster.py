@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support.conftest_spark import fresh_driver_jvm
 
 from ppml_kernel.data import sparkio
 from ppml_kernel.keys.store import KeyStore
@@ -38,24 +39,6 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cluster")
 
 
-def _fresh_driver_jvm() -> None:
-    """A driver JVM that other test modules started in this pytest process keeps the
-    environment it started with, and local-mode Python workers inherit that one: stop it,
-    so this module's driver starts a JVM that sees the module's PKI."""
-    import sys
-
-    if "pyspark" not in sys.modules:
-        return
-    from pyspark import SparkContext
-
-    if SparkContext._active_spark_context is not None:
-        SparkContext._active_spark_context.stop()
-    if SparkContext._gateway is not None:
-        SparkContext._gateway.shutdown()
-        SparkContext._gateway = None
-        SparkContext._jvm = None
-
-
 @pytest.fixture(scope="module")
 def pki(base: Path):
     """The module's simulated PKI, also in the environment for the whole module: the
@@ -63,7 +46,7 @@ def pki(base: Path):
     Python workers inherit it, and nothing touches the user's Jupyter data dir."""
     path = base / "cluster-pki"
     SimulatedAttester(pki_dir=path).collateral()  # create it once, before workers start
-    _fresh_driver_jvm()
+    fresh_driver_jvm()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PPML_SIM_PKI_DIR", str(path))
         mp.setenv("JUPYTER_DATA_DIR", str(base / "jupyter-data"))
@@ -404,59 +387,6 @@ def test_local_mode_gets_the_same_protection(cluster, pki, dataset):
         assert session.broker.audit.events("grant")
     finally:
         session.stop()
-
-
-def test_a_local_session_first_leaves_the_cluster_only_attested_readers(cluster, pki, base):
-    """A kernel that ran local Spark before ``connect``: the driver JVM keeps that
-    session's spark-submit settings as system properties, and a new SparkConf loads
-    them. The cluster must not inherit the local-only native readers (the JVM codec,
-    Parquet's broker KMS client, the jar on the executors' class path): on a real cluster
-    its executors have neither the jar nor the kernel's local socket, and here (one host,
-    executors descending from this process) they read through the local broker, with no
-    attestation and no grant from the cluster's broker."""
-    import io
-    import json
-
-    import pyarrow as pa
-
-    from ppml_kernel.data import format as F
-    from ppml_kernel.data.codec import native_csv_enabled
-    from ppml_kernel.data.parquet import write_parquet
-    from ppml_kernel.keys.files import generate_kek
-    from ppml_kernel.keys.pme.names import native_pme_enabled
-    from ppml_kernel.keys.store import default_provider, default_store
-    from ppml_kernel.spark.connect import connect
-    from ppml_kernel.spark.session import get_or_create_session, stop_session
-
-    _fresh_driver_jvm()
-    local = get_or_create_session("local[1]", {"spark.ui.enabled": "false"})
-    assert native_csv_enabled(local) and native_pme_enabled(local)  # the jar is there
-    stop_session()
-
-    default_store().put("before-connect", generate_kek())
-    root = base / "before-connect"
-    (root / "csv").mkdir(parents=True)
-    (root / "pq").mkdir()
-    with open(root / "csv" / "t.csv.ppml", "wb") as out:
-        F.encrypt_stream(io.BytesIO(b"a,b\n1,x\n2,y\n"), out, default_provider(),
-                         "before-connect")
-    write_parquet(pa.table({"a": [3, 4], "b": ["z", "w"]}), str(root / "pq" / "t.parquet"),
-                  default_provider(), "before-connect")
-    session = connect(cluster.master_url, attester=attester(pki))
-    try:
-        spark = session.spark
-        conf = dict(spark.sparkContext.getConf().getAll())
-        assert not native_csv_enabled(spark) and not native_pme_enabled(spark), json.dumps(conf)
-        assert "ppml-jvm-" not in conf.get("spark.executor.extraClassPath", "")
-        csv = sparkio.read(spark, root / "csv", "csv", "a int, b string", header=True)
-        pq = sparkio.read(spark, root / "pq", "parquet")
-        assert sorted(tuple(r) for r in csv.collect()) == [(1, "x"), (2, "y")]
-        assert sorted(tuple(r) for r in pq.collect()) == [(3, "z"), (4, "w")]
-        grants = session.broker.audit.events("grant")
-        assert len([g for g in grants if "before-connect" in g.key_ids]) >= 2
-    finally:
-        session.stop()
-        default_store().delete("before-connect")
 
 
 def test_a_cluster_in_a_kept_directory_waits_for_its_own_workers(base, pki):

@@ -29,6 +29,24 @@ def data_key() -> tuple[str, bytes]:
     return KEY_ID, kek
 
 
+def fresh_driver_jvm() -> None:
+    """Stop this process's Spark context and driver JVM, if any: the next session or
+    ``connect`` starts a JVM that sees the caller's environment (a module's PKI) and,
+    for a local session, the kernel's jar."""
+    import sys
+
+    if "pyspark" not in sys.modules:
+        return
+    from pyspark import SparkContext
+
+    if SparkContext._active_spark_context is not None:
+        SparkContext._active_spark_context.stop()
+    if SparkContext._gateway is not None:
+        SparkContext._gateway.shutdown()
+        SparkContext._gateway = None
+        SparkContext._jvm = None
+
+
 def _jvm_with_the_kernels_jar() -> None:
     """If a JVM without the kernel's jar is up and idle (test_spark_cluster's connect
     starts one), shut it down so the session below starts one with the jar, as a kernel
