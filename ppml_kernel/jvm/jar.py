@@ -2,7 +2,8 @@
 
 ``java/ppml/`` holds what Spark's JVM needs to read our encrypted data natively:
 
-* ``BrokerClient`` - the JVM's one client of the kernel's local key broker;
+* ``BrokerClient`` - the JVM's one client of the kernel's local key broker (or, on an
+  attested cluster's executors, of the executor's key agent: ``KeyAgent``);
 * ``BrokerKmsClient`` - Parquet modular encryption's KMS client (keys via the broker);
 * ``AeadCodec`` / ``AeadInputStream`` - ``ppml-aead/1`` files as a Hadoop codec, so
   Spark's own CSV reader decrypts them without a Python worker per task.
@@ -25,7 +26,7 @@ from pathlib import Path
 
 ENV_JAR = "PPML_JVM_JAR"
 _SOURCES = ("BrokerClient.java", "BrokerKmsClient.java", "AeadCodec.java",
-            "AeadInputStream.java", "AeadFileError.java", "GcmWarmUp.java")
+            "AeadInputStream.java", "AeadFileError.java", "GcmWarmUp.java", "KeyAgent.java")
 
 
 def _sources() -> dict[str, bytes]:

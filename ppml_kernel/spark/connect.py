@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,7 @@ ENV_SECRET_FILE = "PPML_SPARK_AUTH_SECRET_FILE"
 SECRET_ALIAS = "sparkCookie"  # Spark's SecurityManager.SECRET_LOOKUP_KEY
 SECRET_PLACEHOLDER = "held-in-driver-credentials"
 SWEEP_GROUP = "ppml-attestation-sweep"
+DRIVER_CLASSPATH = "spark.driver.extraClassPath"
 
 
 class ConnectError(SparkSessionError, RuntimeError):
@@ -551,10 +553,15 @@ def connect(
             t1 = time.perf_counter()
             # Start the JVM with nothing secret on its command line, then set the secret
             # through py4j (pyspark passes a pre-gateway SparkConf as --conf arguments).
-            from ppml_kernel.spark.session import ensure_jvm, forget_local_readers
+            from ppml_kernel.spark.session import ensure_jvm, forget_local_readers, loadable_only
 
-            ensure_jvm()  # quiet: its start-up warnings and logs go to the Spark log file
+            native = _native_readers(master, settings)
+            # quiet: its start-up warnings and logs go to the Spark log file; the jar on
+            # the driver's class path (Hadoop must load a listed codec there too)
+            ensure_jvm({k: v for k, v in native.items() if k == DRIVER_CLASSPATH})
             forget_local_readers()  # executors get keys only through attestation
+            for key, value in loadable_only(native).items():
+                settings.setdefault(key, value)
             spark_conf = SparkConf()
             spark_conf.setMaster(master).setAppName(app_name)
             for key, value in settings.items():
@@ -596,6 +603,21 @@ def connect(
             session.notes.append(f"attestation sweep failed: {_first_line(exc)}")
     session.connect_seconds = time.perf_counter() - t0
     return session
+
+
+def _native_readers(master: str, settings: Mapping[str, str]) -> dict[str, str]:
+    """Spark's own Parquet and CSV readers for encrypted data, keys through each
+    executor's key agent, which attests exactly like a Python worker
+    (:mod:`ppml_kernel.keys.broker.agent`). Not for ``local[N]``: its executors are the
+    driver JVM, which would ask the kernel's local broker without attesting; there the
+    Python workers attest (the data-source path)."""
+    if master.startswith("local"):
+        return {}
+    from ppml_kernel.spark.session import native_reader_conf
+
+    python = (settings.get("spark.pyspark.python") or os.environ.get("PYSPARK_PYTHON")
+              or sys.executable)
+    return native_reader_conf(key_agent=python)
 
 
 def _hold_secret(jvm: Any, secret: str) -> None:

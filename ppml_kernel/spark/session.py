@@ -140,22 +140,40 @@ def session_conf(master: str | None = None, extra: Mapping[str, Any] | None = No
         # Fewer, larger Arrow batches for the column functions of encrypted datasets.
         "spark.sql.execution.arrow.maxRecordsPerBatch": "50000",
     }
-    native_pme = os.environ.get("PPML_NATIVE_PME", "1") != "0"
-    native_csv = os.environ.get("PPML_NATIVE_CSV", "1") != "0"
-    if native_pme or native_csv:
-        from ppml_kernel.data.codec import codec_conf
-        from ppml_kernel.jvm.jar import classpath_conf, ppml_jar
-        from ppml_kernel.keys.pme.names import pme_conf
-
-        jar = ppml_jar()
-        if jar is not None:  # Spark's own readers then read our encrypted files
-            conf.update(classpath_conf(jar))
-            if native_pme:
-                conf.update(pme_conf())
-            if native_csv:
-                conf.update(codec_conf())
+    conf.update(native_reader_conf())
     for k, v in (extra or {}).items():
         conf[k] = str(v)
+    return conf
+
+
+def native_reader_conf(key_agent: str | None = None) -> dict[str, str]:
+    """Settings with which Spark's own readers read our encrypted files (PME Parquet
+    through ``ppml.BrokerKmsClient``, ``ppml-aead/1`` CSV through ``ppml.AeadCodec``).
+
+    Empty without the kernel's jar, or when ``$PPML_NATIVE_PME=0`` and
+    ``$PPML_NATIVE_CSV=0``. ``key_agent`` (an attested cluster: the executors' Python)
+    makes executor JVMs get keys only through their own key agent
+    (:mod:`ppml_kernel.keys.broker.agent`), which attests to the driver's key broker.
+    """
+    native_pme = os.environ.get("PPML_NATIVE_PME", "1") != "0"
+    native_csv = os.environ.get("PPML_NATIVE_CSV", "1") != "0"
+    if not (native_pme or native_csv):
+        return {}
+    from ppml_kernel.data.codec import codec_conf
+    from ppml_kernel.jvm.jar import classpath_conf, ppml_jar
+    from ppml_kernel.keys.broker.agent import ENV_AGENT
+    from ppml_kernel.keys.pme.names import pme_conf
+
+    jar = ppml_jar()
+    if jar is None:
+        return {}
+    conf = classpath_conf(jar)
+    if native_pme:
+        conf.update(pme_conf())
+    if native_csv:
+        conf.update(codec_conf())
+    if key_agent:
+        conf[f"spark.executorEnv.{ENV_AGENT}"] = key_agent
     return conf
 
 
@@ -168,8 +186,9 @@ def forget_local_readers() -> None:
     the jar on the executors' class path. Its executors have neither the jar nor the
     kernel's local broker socket (on a real cluster every CSV read then failed), and on
     one host they asked the local broker, not the attested one. Cluster executors get
-    keys only through attestation, so ``connect`` calls this first; a later local
-    session names these settings again itself.
+    keys only through attestation, so ``connect`` calls this first and then names the
+    readers again with the executors' key agent (:func:`native_reader_conf`); a later
+    local session names its settings again itself.
     """
     from pyspark import SparkContext
 
@@ -211,7 +230,7 @@ def get_or_create_session(master: str | None = None,
         if active is None:
             settings = session_conf(master, conf)
             ensure_jvm(settings)
-            settings = _loadable_only(settings)
+            settings = loadable_only(settings)
             builder = SparkSession.builder
             for k, v in settings.items():
                 builder = builder.config(k, v)
@@ -248,7 +267,7 @@ def _start_gcm_warm_up() -> None:
         SparkContext._jvm.ppml.GcmWarmUp.start()
 
 
-def _loadable_only(settings: Mapping[str, str]) -> dict[str, str]:
+def loadable_only(settings: Mapping[str, str]) -> dict[str, str]:
     """``settings`` without our JVM classes that the running JVM cannot load.
 
     The driver JVM keeps the class path it started with: one started earlier without the

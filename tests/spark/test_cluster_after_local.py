@@ -6,6 +6,7 @@ with the kernel's jar, which the cluster module's sessions do not give it.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -60,19 +61,20 @@ def attester(pki: Path) -> SimulatedAttester:
 def test_a_local_session_first_leaves_the_cluster_only_attested_readers(cluster, pki, base):
     """A kernel that ran local Spark before ``connect``: the driver JVM keeps that
     session's spark-submit settings as system properties, and a new SparkConf loads
-    them. The cluster must not inherit the local-only native readers (the JVM codec,
-    Parquet's broker KMS client, the jar on the executors' class path): on a real cluster
-    its executors have neither the jar nor the kernel's local socket, and here (one host,
-    executors descending from this process) they read through the local broker, with no
-    attestation and no grant from the cluster's broker."""
+    them. The cluster must not inherit the local readers' way to keys: here (one host,
+    executors descending from this process) executor JVMs found the kernel's local
+    broker and read through it, with no attestation and no grant from the cluster's
+    broker. On the cluster Spark's own readers get keys only through each executor's
+    key agent, which attests; the local broker answers none of their requests."""
     import io
-    import json
 
     import pyarrow as pa
 
     from ppml_kernel.data import format as F
     from ppml_kernel.data.codec import native_csv_enabled
     from ppml_kernel.data.parquet import write_parquet
+    from ppml_kernel.keys.broker.agent import ENV_AGENT
+    from ppml_kernel.keys.broker.local import local_broker
     from ppml_kernel.keys.files import generate_kek
     from ppml_kernel.keys.pme.names import native_pme_enabled
     from ppml_kernel.keys.store import default_provider, default_store
@@ -83,6 +85,9 @@ def test_a_local_session_first_leaves_the_cluster_only_attested_readers(cluster,
     local = get_or_create_session("local[1]", {"spark.ui.enabled": "false"})
     assert native_csv_enabled(local) and native_pme_enabled(local)  # the jar is there
     stop_session()
+    kernel_broker = local_broker()
+    assert kernel_broker is not None
+    local_events_before = len(kernel_broker.audit.events())
 
     default_store().put("before-connect", generate_kek())
     root = base / "before-connect"
@@ -97,14 +102,60 @@ def test_a_local_session_first_leaves_the_cluster_only_attested_readers(cluster,
     try:
         spark = session.spark
         conf = dict(spark.sparkContext.getConf().getAll())
-        assert not native_csv_enabled(spark) and not native_pme_enabled(spark), json.dumps(conf)
-        assert "ppml-jvm-" not in conf.get("spark.executor.extraClassPath", "")
+        assert native_csv_enabled(spark) and native_pme_enabled(spark)
+        assert conf.get(f"spark.executorEnv.{ENV_AGENT}")
         csv = sparkio.read(spark, root / "csv", "csv", "a int, b string", header=True)
         pq = sparkio.read(spark, root / "pq", "parquet")
+        for frame in (csv, pq):  # Spark's own readers, no Python worker
+            plan = frame._jdf.queryExecution().executedPlan().toString()
+            assert "FileScan" in plan and "ArrowEvalPython" not in plan, plan
         assert sorted(tuple(r) for r in csv.collect()) == [(1, "x"), (2, "y")]
         assert sorted(tuple(r) for r in pq.collect()) == [(3, "z"), (4, "w")]
         grants = session.broker.audit.events("grant")
         assert len([g for g in grants if "before-connect" in g.key_ids]) >= 2
+        executor_asks = [e for e in kernel_broker.audit.events()[local_events_before:]
+                         if e.executor != f"process {os.getpid()}"]
+        assert not executor_asks, [e.line() for e in executor_asks]
     finally:
         session.stop()
         default_store().delete("before-connect")
+
+
+def test_executors_whose_key_agent_cannot_start_read_nothing(cluster, pki, base):
+    """Fail closed: an executor JVM told to use its key agent never falls back to another
+    broker. Here the kernel's local broker is running and reachable from the executors
+    (same host, started by this process): without the rule they read through it."""
+    import io
+
+    from ppml_kernel.data import format as F
+    from ppml_kernel.keys.broker.agent import ENV_AGENT
+    from ppml_kernel.keys.broker.local import local_broker, start_local_broker
+    from ppml_kernel.keys.files import generate_kek
+    from ppml_kernel.keys.store import default_provider, default_store
+    from ppml_kernel.spark.connect import connect
+
+    kernel_broker = start_local_broker()
+    before = len(kernel_broker.audit.events())
+    default_store().put("no-agent", generate_kek())
+    root = base / "no-agent"
+    root.mkdir()
+    with open(root / "t.csv.ppml", "wb") as out:
+        F.encrypt_stream(io.BytesIO(b"a\n1\n"), out, default_provider(), "no-agent")
+    session = connect(cluster.master_url, attester=attester(pki),
+                      conf={f"spark.executorEnv.{ENV_AGENT}": str(base / "no-such-python"),
+                            "spark.task.maxFailures": "1"})
+    try:
+        frame = sparkio.read(session.spark, root, "csv", "a int", header=True)
+        with pytest.raises(Exception) as info:
+            frame.collect()
+        assert "cannot start this executor's key agent" in str(info.value)
+        assert "no-such-python" in str(info.value)
+        assert not session.broker.audit.events("grant")
+        assert local_broker() is kernel_broker
+        asks = [e for e in kernel_broker.audit.events()[before:]
+                if e.executor != f"process {os.getpid()}"]  # the driver's own header check
+        assert not asks, [e.line() for e in asks]
+        assert session.spark.range(10).count() == 10  # the session stays usable
+    finally:
+        session.stop()
+        default_store().delete("no-agent")

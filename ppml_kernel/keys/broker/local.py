@@ -206,8 +206,9 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             return who, f"peer uid {uid} is not the kernel's uid"
         if self.broker.peers == PEERS_SAME_USER:
             return who, None
-        if pid != os.getpid() and os.getpid() not in ancestors(pid):
-            return who, f"process {pid} is not started by the kernel process"
+        root = self.broker.root_pid
+        if pid != root and root not in ancestors(pid):
+            return who, f"process {pid} is not started by {self.broker.root_name}"
         return who, None
 
     def answer(self, req: dict, who: str) -> dict:
@@ -249,12 +250,17 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 class LocalKeyBroker:
     """Serves wrap/unwrap for ``provider`` to the kernel's descendant processes.
 
+    ``root_pid`` (default: this process) is whose descendants may ask; the executor's
+    key agent (:mod:`.agent`) serves its parent JVM and that JVM's descendants.
     Every answer and refusal is in :attr:`audit` (in memory, and the broker audit logger).
     """
 
     def __init__(self, provider: KeyProvider | None = None, *, peers: str | None = None,
-                 audit: AuditLog | None = None) -> None:
+                 audit: AuditLog | None = None, root_pid: int | None = None,
+                 root_name: str = "the kernel process") -> None:
         self.peers = peer_mode(peers)  # before anything listens
+        self.root_pid = os.getpid() if root_pid is None else root_pid
+        self.root_name = root_name
         self.provider = provider if provider is not None else default_provider()
         self.audit = audit if audit is not None else AuditLog()
         self.path = str(_private_dir() / f"broker-{os.getpid()}.sock")

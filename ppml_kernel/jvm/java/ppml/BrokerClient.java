@@ -7,8 +7,10 @@
  * users (Parquet's BrokerKmsClient and the ppml-aead/1 codec) share one connection per
  * socket, so a query that opens many files does not open many connections.
  *
- * Broker path: Hadoop conf "ppml.keybroker", else $PPML_KEY_BROKER, else
- * <java.io.tmpdir>/ppml-kernel-<uid>/broker-<pid>.sock of this process or an ancestor.
+ * Broker path: on an attested cluster's executors ($PPML_KEY_AGENT set), the executor's
+ * key agent (KeyAgent) and nothing else. Otherwise Hadoop conf "ppml.keybroker", else
+ * $PPML_KEY_BROKER, else <java.io.tmpdir>/ppml-kernel-<uid>/broker-<pid>.sock of this
+ * process or an ancestor.
  */
 package ppml;
 
@@ -51,6 +53,10 @@ public final class BrokerClient {
 
   /** The shared client for the broker this JVM may use; an IOException says why none. */
   public static BrokerClient forConf(Configuration conf) throws IOException {
+    String agent = KeyAgent.configured();
+    if (agent != null) {  // keys only through this executor's attestation: no fallback
+      return CLIENTS.computeIfAbsent(KeyAgent.socket(agent), BrokerClient::new);
+    }
     String explicit = conf == null ? null : conf.get("ppml.keybroker");
     if (explicit == null || explicit.isEmpty()) {
       explicit = System.getenv("PPML_KEY_BROKER");
