@@ -452,8 +452,15 @@ def test_shuffled_rows_are_never_on_disk_in_the_clear(spark):  # noqa: F811
     assert len(rows) == 2000
     utils = spark.sparkContext._jvm.org.apache.spark.util.Utils
     roots = utils.getConfiguredLocalDirs(spark.sparkContext._jsc.sc().conf())
-    files = [f for root in roots for f in Path(root).glob("blockmgr-*/**/*") if f.is_file()]
-    assert any(f.name.startswith("shuffle_") and f.stat().st_mtime >= started for f in files), (
+    seen = []
+    for f in (f for root in roots for f in Path(root).glob("blockmgr-*/**/*")):
+        try:  # Spark's cleaner (ours, or another session's) may delete files meanwhile
+            if not f.is_file():
+                continue
+            mtime, data = f.stat().st_mtime, f.read_bytes()
+        except FileNotFoundError:
+            continue
+        seen.append((f, mtime))
+        assert marker.encode() not in data, f"{f} holds shuffled rows in the clear"
+    assert any(f.name.startswith("shuffle_") and mtime >= started for f, mtime in seen), (
         "no shuffle file was written")
-    for f in files:
-        assert marker.encode() not in f.read_bytes(), f"{f} holds shuffled rows in the clear"
