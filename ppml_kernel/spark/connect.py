@@ -41,6 +41,8 @@ SECRET_ALIAS = "sparkCookie"  # Spark's SecurityManager.SECRET_LOOKUP_KEY
 SECRET_PLACEHOLDER = "held-in-driver-credentials"
 SWEEP_GROUP = "ppml-attestation-sweep"
 DRIVER_CLASSPATH = "spark.driver.extraClassPath"
+EXECUTOR_CLASSPATH = "spark.executor.extraClassPath"
+JARS = "spark.jars"
 
 
 class ConnectError(SparkSessionError, RuntimeError):
@@ -561,7 +563,7 @@ def connect(
             ensure_jvm({k: v for k, v in native.items() if k == DRIVER_CLASSPATH})
             forget_local_readers()  # executors get keys only through attestation
             for key, value in loadable_only(native).items():
-                settings.setdefault(key, value)
+                settings[key] = value if key == JARS else settings.get(key, value)
             spark_conf = SparkConf()
             spark_conf.setMaster(master).setAppName(app_name)
             for key, value in settings.items():
@@ -617,7 +619,12 @@ def _native_readers(master: str, settings: Mapping[str, str]) -> dict[str, str]:
 
     python = (settings.get("spark.pyspark.python") or os.environ.get("PYSPARK_PYTHON")
               or sys.executable)
-    return native_reader_conf(key_agent=python)
+    native = native_reader_conf(key_agent=python)
+    jar = native.pop(EXECUTOR_CLASSPATH, None)
+    if jar:  # shipped by the driver (authenticated RPC): executors need no copy of their own
+        jars = [j for j in settings.get(JARS, "").split(",") if j.strip()]
+        native[JARS] = ",".join([*jars, jar] if jar not in jars else jars)
+    return native
 
 
 def _hold_secret(jvm: Any, secret: str) -> None:

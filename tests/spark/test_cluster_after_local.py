@@ -104,6 +104,9 @@ def test_a_local_session_first_leaves_the_cluster_only_attested_readers(cluster,
         conf = dict(spark.sparkContext.getConf().getAll())
         assert native_csv_enabled(spark) and native_pme_enabled(spark)
         assert conf.get(f"spark.executorEnv.{ENV_AGENT}")
+        # The jar reaches executors from the driver, not from a path on their hosts.
+        assert "ppml-jvm-" in conf.get("spark.jars", "")
+        assert "ppml-jvm-" not in conf.get("spark.executor.extraClassPath", "")
         csv = sparkio.read(spark, root / "csv", "csv", "a int, b string", header=True)
         pq = sparkio.read(spark, root / "pq", "parquet")
         for frame in (csv, pq):  # Spark's own readers, no Python worker
