@@ -10,11 +10,16 @@ import os
 from pathlib import Path
 
 import pytest
+from support import conftest_spark
 from support.conftest_spark import fresh_driver_jvm
 
 from ppml_kernel.data import sparkio
 from ppml_kernel.spark.localcluster import LocalCluster
 from ppml_kernel.tee.simulated import SimulatedAttester
+
+# The cluster modules' shared fixtures: the simulated PKI, in the environment per test.
+pki = conftest_spark.pki
+_cluster_pki = conftest_spark._cluster_pki
 
 pytestmark = [pytest.mark.spark, pytest.mark.timeout(600)]
 
@@ -22,22 +27,6 @@ pytestmark = [pytest.mark.spark, pytest.mark.timeout(600)]
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("after-local")
-
-
-@pytest.fixture(scope="module")
-def pki(base: Path):
-    path = base / "pki"
-    SimulatedAttester(pki_dir=path).collateral()
-    fresh_driver_jvm()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PPML_SIM_PKI_DIR", str(path))
-        mp.setenv("JUPYTER_DATA_DIR", str(base / "jupyter-data"))
-        yield path
-
-
-@pytest.fixture(autouse=True)
-def _cluster_pki(isolated_jupyter, pki: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("PPML_SIM_PKI_DIR", str(pki))
 
 
 @pytest.fixture(scope="module")

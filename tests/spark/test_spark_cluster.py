@@ -16,12 +16,16 @@ import time
 from pathlib import Path
 
 import pytest
-from support.conftest_spark import fresh_driver_jvm
+from support import conftest_spark
 
 from ppml_kernel.data import sparkio
 from ppml_kernel.keys.store import KeyStore
 from ppml_kernel.spark.localcluster import LocalCluster
 from ppml_kernel.tee.simulated import SimulatedAttester
+
+# The cluster modules' shared fixtures: the simulated PKI, in the environment per test.
+pki = conftest_spark.pki
+_cluster_pki = conftest_spark._cluster_pki
 
 pytestmark = [pytest.mark.spark, pytest.mark.timeout(900)]
 
@@ -37,25 +41,6 @@ ROWS_PER_PART = 250
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cluster")
-
-
-@pytest.fixture(scope="module")
-def pki(base: Path):
-    """The module's simulated PKI, also in the environment for the whole module: the
-    driver JVM (started by a module fixture, before per-test fixtures run) and local-mode
-    Python workers inherit it, and nothing touches the user's Jupyter data dir."""
-    path = base / "cluster-pki"
-    SimulatedAttester(pki_dir=path).collateral()  # create it once, before workers start
-    fresh_driver_jvm()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PPML_SIM_PKI_DIR", str(path))
-        mp.setenv("JUPYTER_DATA_DIR", str(base / "jupyter-data"))
-        yield path
-
-
-@pytest.fixture(autouse=True)
-def _cluster_pki(isolated_jupyter, pki: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("PPML_SIM_PKI_DIR", str(pki))
 
 
 @pytest.fixture(scope="module")

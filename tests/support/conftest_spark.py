@@ -47,6 +47,30 @@ def fresh_driver_jvm() -> None:
         SparkContext._jvm = None
 
 
+@pytest.fixture(scope="module")
+def pki(base):
+    """A cluster module's simulated PKI (under the module's ``base`` directory), also in
+    the environment for the whole module: the driver JVM (restarted here, before the
+    module's cluster starts) and local-mode Python workers inherit it, and nothing
+    touches the user's Jupyter data dir."""
+    from ppml_kernel.tee.simulated import SimulatedAttester
+
+    path = base / "pki"
+    SimulatedAttester(pki_dir=path).collateral()  # create it once, before workers start
+    fresh_driver_jvm()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PPML_SIM_PKI_DIR", str(path))
+        mp.setenv("JUPYTER_DATA_DIR", str(base / "jupyter-data"))
+        yield path
+
+
+@pytest.fixture(autouse=True)
+def _cluster_pki(isolated_jupyter, pki, monkeypatch: pytest.MonkeyPatch):
+    """Each test of a module that imports this sees the module's PKI again
+    (``isolated_jupyter`` resets the environment per test)."""
+    monkeypatch.setenv("PPML_SIM_PKI_DIR", str(pki))
+
+
 def _jvm_with_the_kernels_jar() -> None:
     """If a JVM without the kernel's jar is up and idle (test_spark_cluster's connect
     starts one), shut it down so the session below starts one with the jar, as a kernel
