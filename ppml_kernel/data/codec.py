@@ -46,9 +46,9 @@ def native_csv(files: Sequence[str], options: Mapping[str, str], plaintext_bytes
                cores: int) -> bool:
     """Whether Spark's own reader should read these encrypted CSV files.
 
-    Only ``.ppml`` files (the codec is chosen by suffix), only the local key source
-    (executors of an attested cluster get keys through their own attested client, which
-    the JVM does not have), only options both readers mean the same by, and only when
+    Only ``.ppml`` files (the codec is chosen by suffix), only the kernel's key source
+    (the executor JVM asks its broker: the kernel's locally, its own attested key agent
+    on a cluster), only options both readers mean the same by, and only when
     the data is small enough that the per-task Python runner, not parsing, dominates.
     ``native=true`` forces it (where possible), ``native=false`` refuses it.
     """

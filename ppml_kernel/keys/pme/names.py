@@ -2,7 +2,8 @@
 
 Spark ships Parquet Modular Encryption (``PropertiesDrivenCryptoFactory``); its KMS
 client ``ppml.BrokerKmsClient`` (built by :mod:`ppml_kernel.jvm.jar`) asks the local
-key broker (:mod:`ppml_kernel.keys.broker.local`) exactly like the Python workers do.
+key broker (:mod:`ppml_kernel.keys.broker.local`; on an attested cluster's executors,
+the executor's key agent, :mod:`ppml_kernel.keys.broker.agent`) like the Python workers do.
 The class and option names are the JVM's wire names; both the dataset layer's writers
 and the Spark session settings read them from here.
 """
