@@ -133,10 +133,13 @@ def test_the_agent_refuses_a_driver_that_does_not_prove_itself(broker, pki, agen
         BrokerClient(agent.path).unwrap("kek-1", wrapped, CONTEXT)
 
 
+@pytest.mark.parametrize("peers_env", [{}, {"PPML_KEY_BROKER_PEERS": "same-user"}],
+                         ids=["default", "host-sets-same-user"])
 def test_only_the_jvm_and_its_descendants_may_ask_the_agent(broker, pki, agents,
-                                                            tmp_path: Path):
-    """A process of the same user that the executor JVM did not start is refused."""
-    agents.append(agent := Agent(broker, pki))
+                                                            tmp_path: Path, peers_env):
+    """A process of the same user that the executor JVM did not start is refused, also
+    when the executor's environment (which the host may set) asks for the weaker mode."""
+    agents.append(agent := Agent(broker, pki, **peers_env))
     out = tmp_path / "reply.json"
     code = f"""
 import json, os, socket, struct, time

@@ -36,11 +36,13 @@ FAILED = "ppml-key-agent-error"
 def serve(parent: int) -> int:
     """Serve until stdin closes; the ready (or error) line goes to stdout first."""
     from ppml_kernel.keys.broker.client import BrokerKeyProvider
-    from ppml_kernel.keys.broker.local import LocalKeyBroker
+    from ppml_kernel.keys.broker.local import PEERS_DESCENDANTS, LocalKeyBroker
     from ppml_kernel.keys.errors import DatasetKeyError
 
     try:
-        broker = LocalKeyBroker(BrokerKeyProvider(), root_pid=parent,
+        # Always the descendant check: $PPML_KEY_BROKER_PEERS comes from the executor's
+        # environment, which the host may set; it never widens who gets attested keys.
+        broker = LocalKeyBroker(BrokerKeyProvider(), peers=PEERS_DESCENDANTS, root_pid=parent,
                                 root_name=f"the executor JVM (pid {parent})")
     except (DatasetKeyError, OSError) as exc:
         print(f"{FAILED} {' '.join(str(exc).split())}", flush=True)
