@@ -9,14 +9,13 @@ import decimal
 import json
 import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from support.conftest_spark import KEY_ID, data_key, encrypt_to, spark  # noqa: F401
+from support.foreign_peer import ask_as_foreign_process
 
 from ppml_kernel.data import format as F
 from ppml_kernel.data import sparkio
@@ -373,34 +372,7 @@ def test_broker_refuses_processes_the_kernel_did_not_start(spark):  # noqa: F811
 
     broker = local_broker()
     assert broker is not None
-    # A double fork: the grandchild is re-parented away from this process.
-    code = f"""
-import os, socket, struct, json, sys, time
-if os.fork():
-    os._exit(0)
-os.setsid()
-if os.fork():
-    os._exit(0)
-time.sleep(0.3)
-s = socket.socket(socket.AF_UNIX)
-s.connect({broker.path!r})
-body = json.dumps({{"op": "key_ids"}}).encode()
-s.sendall(struct.pack(">I", len(body)) + body)
-n = struct.unpack(">I", s.recv(4))[0]
-with open({str(Path(broker.path).parent / "probe-out")!r}, "w") as f:
-    f.write(s.recv(n).decode())
-"""
-    out = Path(broker.path).parent / "probe-out"
-    out.unlink(missing_ok=True)
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
-    for _ in range(100):
-        if out.exists() and out.read_text():
-            break
-        import time
-
-        time.sleep(0.1)
-    reply = json.loads(out.read_text())
-    out.unlink()
+    reply = ask_as_foreign_process(broker.path, Path(broker.path).parent / "probe-out")
     assert reply["ok"] is False and reply["error"] == "denied"
     assert "not started by the kernel" in reply["message"]
 

@@ -11,10 +11,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from support.foreign_peer import ask_as_foreign_process
 
 from ppml_kernel.attestation import Policy
 from ppml_kernel.keys.broker import protocol as P
@@ -140,28 +140,7 @@ def test_only_the_jvm_and_its_descendants_may_ask_the_agent(broker, pki, agents,
     """A process of the same user that the executor JVM did not start is refused, also
     when the executor's environment (which the host may set) asks for the weaker mode."""
     agents.append(agent := Agent(broker, pki, **peers_env))
-    out = tmp_path / "reply.json"
-    code = f"""
-import json, os, socket, struct, time
-if os.fork():
-    os._exit(0)
-os.setsid()
-if os.fork():
-    os._exit(0)
-time.sleep(0.3)
-s = socket.socket(socket.AF_UNIX)
-s.connect({agent.path!r})
-body = json.dumps({{"op": "key_ids"}}).encode()
-s.sendall(struct.pack(">I", len(body)) + body)
-n = struct.unpack(">I", s.recv(4))[0]
-open({str(out)!r}, "w").write(s.recv(n).decode())
-"""
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
-    for _ in range(100):
-        if out.exists() and out.read_text():
-            break
-        time.sleep(0.1)
-    reply = json.loads(out.read_text())
+    reply = ask_as_foreign_process(agent.path, tmp_path / "reply.json")
     assert reply["ok"] is False and reply["error"] == "denied"
     assert f"is not started by the executor JVM (pid {os.getpid()})" in reply["message"]
     assert not broker.audit.events()  # nothing reached the driver's broker
